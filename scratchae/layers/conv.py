@@ -1,0 +1,306 @@
+"""2-D convolution as one matrix product: im2col, GEMM, col2im.
+
+Notation
+--------
+N  : batch size              C  : input channels       O  : output channels
+H, W   : input height, width     KH, KW : kernel height, width
+SH, SW : strides                 OH, OW : output height, width
+K  : KH * KW * C, the length of one receptive field ("patch")
+
+Like every deep-learning library, "convolution" here means
+cross-correlation (the kernel is not flipped)::
+
+    y[n, o, i, j] = b[o] + sum_{c, p, q} x_pad[n, c, i*SH + p, j*SW + q] * W[o, c, p, q]
+
+im2col copies every receptive field of the padded input into one row of a
+matrix ``cols`` of shape (N*OH*OW, K). The whole convolution is then a
+single matrix product (GEMM), the operation BLAS and cuBLAS run fastest::
+
+    y = cols @ W_mat + b        W_mat: (K, O)
+
+The price is memory: ``cols`` holds every input pixel about KH*KW times.
+
+Memory layout: arrays are NCHW-shaped, but a convolution's output is a
+*view* of an (N, OH, OW, O) block ("channels-last", as PyTorch calls it),
+because that is exactly the row-major shape the GEMM produces. Transposing
+it back to NCHW is then free (a view), and the next layer's
+``to_channels_last`` is free too. Nothing is copied just to move axes.
+"""
+
+import numpy as np
+
+from .. import backend
+from .base import Layer, check_float_dtype, glorot_uniform, make_rng, pair
+
+
+def to_channels_last(x):
+    """Return ``x`` (N, C, H, W) as a C-contiguous (N, H, W, C) array.
+
+    Free (a view) when ``x`` is already a channels-last view, one copy otherwise.
+    """
+    xp = backend.get_array_module(x)
+    return xp.ascontiguousarray(x.transpose(0, 2, 3, 1))
+
+
+def to_channels_first(x):
+    """Return a (N, H, W, C) array as an (N, C, H, W) view (no copy)."""
+    return x.transpose(0, 3, 1, 2)
+
+
+def same_padding(size, kernel, stride):
+    """TensorFlow's 'same' rule: output ``ceil(size / stride)``.
+
+    Returns
+    -------
+    (before, after) : tuple of int
+        Padding at the top/left and at the bottom/right; any odd pixel goes
+        after, so a 7-wide input pooled by 2 gets ``(0, 1)`` and becomes 4 wide.
+    """
+    out = -(-size // stride)  # ceil division
+    total = max((out - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+def resolve_padding(padding, size, kernel, stride, owner):
+    """Turn ``"same"``, ``"valid"`` or an int into ``((top, bottom), (left, right))``."""
+    if isinstance(padding, str):
+        if padding == "same":
+            return tuple(same_padding(s, k, st) for s, k, st in zip(size, kernel, stride))
+        if padding == "valid":
+            return (0, 0), (0, 0)
+    elif isinstance(padding, (int, np.integer)) and padding >= 0:
+        return (int(padding),) * 2, (int(padding),) * 2
+    raise ValueError(
+        f"{owner}: padding must be 'same', 'valid' or a non-negative int, got {padding!r}"
+    )
+
+
+def pad_channels_last(x, pads, value=0.0):
+    """Pad the two spatial axes of ``x`` (N, H, W, C) with ``value``.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, H, W, C)
+    pads : ((top, bottom), (left, right))
+
+    Returns
+    -------
+    ndarray, shape (N, top + H + bottom, left + W + right, C)
+        ``x`` itself when all pads are zero.
+    """
+    (top, bottom), (left, right) = pads
+    if top == bottom == left == right == 0:
+        return x
+    xp = backend.get_array_module(x)
+    n, h, w, c = x.shape
+    out = xp.full((n, top + h + bottom, left + w + right, c), value, dtype=x.dtype)
+    out[:, top : top + h, left : left + w] = x
+    return out
+
+
+def window_view(x, kernel, stride):
+    """All KH x KW windows of ``x`` as a strided view (no copy).
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, H, W, C), C-contiguous
+    kernel, stride : (int, int)
+
+    Returns
+    -------
+    ndarray, shape (N, OH, OW, KH, KW, C)
+        ``view[n, i, j, p, q, c] = x[n, i*SH + p, j*SW + q, c]``; moving one
+        output step moves SH rows in memory, moving one kernel step moves one.
+    """
+    xp = backend.get_array_module(x)
+    n, h, w, c = x.shape
+    (kh, kw), (sh, sw) = kernel, stride
+    oh, ow = (h - kh) // sh + 1, (w - kw) // sw + 1
+    s_n, s_h, s_w, s_c = x.strides
+    return xp.lib.stride_tricks.as_strided(
+        x, shape=(n, oh, ow, kh, kw, c), strides=(s_n, s_h * sh, s_w * sw, s_h, s_w, s_c)
+    )
+
+
+def im2col(x, kernel, stride):
+    """Copy every receptive field of ``x`` into a row of a matrix.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, H, W, C), already padded
+    kernel, stride : (int, int)
+
+    Returns
+    -------
+    cols : ndarray, shape (N*OH*OW, KH*KW*C)
+        Row ``(n, i, j)`` is the window at output pixel (i, j), in (p, q, c) order.
+    """
+    windows = window_view(x, kernel, stride)
+    n, oh, ow, kh, kw, c = windows.shape
+    return windows.reshape(n * oh * ow, kh * kw * c)  # the one copy
+
+
+def col2im(dcols, padded_shape, kernel, stride):
+    """The adjoint of :func:`im2col`: add each row back onto its window.
+
+    Every input pixel that appeared in several windows receives the sum of
+    their gradients. We loop over the KH*KW kernel offsets (9 for 3x3), not
+    over pixels: each step adds one strided slab of the whole batch.
+
+    Parameters
+    ----------
+    dcols : ndarray, shape (N*OH*OW, KH*KW*C)
+    padded_shape : (N, H, W, C)
+        Shape of the padded input that :func:`im2col` read.
+    kernel, stride : (int, int)
+
+    Returns
+    -------
+    dx : ndarray, shape (N, H, W, C)
+    """
+    xp = backend.get_array_module(dcols)
+    n, h, w, c = padded_shape
+    (kh, kw), (sh, sw) = kernel, stride
+    oh, ow = (h - kh) // sh + 1, (w - kw) // sw + 1
+    dwin = dcols.reshape(n, oh, ow, kh, kw, c)
+    dx = xp.zeros(padded_shape, dtype=dcols.dtype)
+    for p in range(kh):
+        for q in range(kw):
+            dx[:, p : p + sh * oh : sh, q : q + sw * ow : sw, :] += dwin[:, :, :, p, q, :]
+    return dx
+
+
+class Conv2D(Layer):
+    """2-D convolution (cross-correlation) with a bias, computed by im2col + GEMM.
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+        C and O.
+    kernel_size : int or (int, int)
+        (KH, KW); non-square kernels are fine.
+    stride : int or (int, int), default 1
+        (SH, SW).
+    padding : {"same", "valid"} or int, default "same"
+        ``"same"`` follows TensorFlow (output ``ceil(H / SH)``, any odd
+        padding pixel at the bottom/right); an int pads every side by that.
+    dtype : {numpy.float32, numpy.float64}
+    seed : int, optional
+    rng : numpy.random.Generator, optional
+
+    Attributes
+    ----------
+    params : dict
+        ``"W"``: ndarray, shape (O, C, KH, KW); ``"b"``: ndarray, shape (O,).
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding="same",
+                 *, dtype=np.float32, seed=None, rng=None):
+        super().__init__()
+        for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
+            if not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"Conv2D: {name} must be a positive int, got {value!r}")
+        self.in_channels, self.out_channels = int(in_channels), int(out_channels)
+        self.kernel_size = pair(kernel_size, "kernel_size", "Conv2D")
+        self.stride = pair(stride, "stride", "Conv2D")
+        resolve_padding(padding, (1, 1), self.kernel_size, self.stride, "Conv2D")  # validate now
+        self.padding = padding
+        dtype = check_float_dtype(dtype, "Conv2D")
+        kh, kw = self.kernel_size
+        rng = make_rng(seed, rng)
+        self.params = {
+            "W": glorot_uniform(
+                (out_channels, in_channels, kh, kw),
+                fan_in=in_channels * kh * kw,
+                fan_out=out_channels * kh * kw,
+                rng=rng,
+                dtype=dtype,
+            ),
+            "b": backend.asarray(np.zeros(out_channels), dtype=dtype),
+        }
+        self.grads = {}
+
+    def __repr__(self):
+        return (
+            f"Conv2D({self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+            f"stride={self.stride}, padding={self.padding!r})"
+        )
+
+    def _pads(self, h, w):
+        return resolve_padding(self.padding, (h, w), self.kernel_size, self.stride, repr(self))
+
+    def output_shape(self, input_shape):
+        n, _, h, w = input_shape
+        (top, bottom), (left, right) = self._pads(h, w)
+        (kh, kw), (sh, sw) = self.kernel_size, self.stride
+        return (n, self.out_channels,
+                (h + top + bottom - kh) // sh + 1, (w + left + right - kw) // sw + 1)
+
+    def _weight_matrix(self):
+        """``W`` (O, C, KH, KW) as W_mat (KH*KW*C, O), rows in im2col's (p, q, c) order."""
+        o = self.out_channels
+        return self.params["W"].transpose(2, 3, 1, 0).reshape(-1, o)
+
+    def forward(self, x):
+        """Convolve a batch.
+
+        Parameters
+        ----------
+        x : ndarray, shape (N, C, H, W)
+
+        Returns
+        -------
+        y : ndarray, shape (N, O, OH, OW)
+            A view of channels-last memory (see the module docstring).
+        """
+        self._check_ndim(x, 4, "(N, C, H, W)")
+        n, c, h, w = x.shape
+        if c != self.in_channels:
+            raise ValueError(
+                f"{self!r}: expected {self.in_channels} input channels, "
+                f"got input of shape {tuple(x.shape)} with {c} channels"
+            )
+        _, _, oh, ow = self.output_shape(x.shape)
+        if oh < 1 or ow < 1:
+            raise ValueError(
+                f"{self!r}: input of spatial size {(h, w)} is smaller than the kernel "
+                f"{self.kernel_size} after padding"
+            )
+        x_pad = pad_channels_last(to_channels_last(x), self._pads(h, w))
+        cols = im2col(x_pad, self.kernel_size, self.stride)  # (N*OH*OW, K)
+        y = cols @ self._weight_matrix()  # (N*OH*OW, O): the GEMM
+        y += self.params["b"]  # in place: no second (N*OH*OW, O) buffer
+        self._cache = (cols, x_pad.shape, x.shape)
+        return to_channels_first(y.reshape(n, oh, ow, self.out_channels))
+
+    def backward(self, dout):
+        """Backpropagate through the convolution.
+
+        Parameters
+        ----------
+        dout : ndarray, shape (N, O, OH, OW)
+
+        Returns
+        -------
+        dx : ndarray, shape (N, C, H, W)
+        """
+        cols, padded_shape, x_shape = self._cached()
+        self._check_dout(dout, self.output_shape(x_shape))
+        d2 = to_channels_last(dout).reshape(-1, self.out_channels)  # (N*OH*OW, O)
+        # y = cols @ W_mat + b, the same rule as a Dense layer:
+        dW_mat = cols.T @ d2  # dL/dW_mat = cols.T @ dout   (K, O)
+        kh, kw = self.kernel_size
+        xp = backend.get_array_module(d2)
+        self.grads = {
+            # back from (KH, KW, C, O) rows to the (O, C, KH, KW) layout of W
+            "W": xp.ascontiguousarray(
+                dW_mat.reshape(kh, kw, self.in_channels, self.out_channels).transpose(3, 2, 0, 1)
+            ),
+            "b": d2.sum(axis=0),  # dL/db = dout summed over batch and pixels
+        }
+        dcols = d2 @ self._weight_matrix().T  # dL/dcols = dout @ W_mat.T   (N*OH*OW, K)
+        dx_pad = col2im(dcols, padded_shape, self.kernel_size, self.stride)
+        _, _, h, w = x_shape
+        (top, _), (left, _) = self._pads(h, w)
+        dx = dx_pad[:, top : top + h, left : left + w]  # padding gets no gradient
+        return to_channels_first(dx)

@@ -1,0 +1,101 @@
+"""Nearest-neighbour upsampling (resize), the decoder's alternative to a
+transposed convolution.
+
+Notation
+--------
+N : batch size    C : channels    H, W : input size    OH, OW : output size
+
+Output pixel (i, j) copies input pixel (rows[i], cols[j]) with the index
+rule ``src = floor(dst * in / out)``, e.g. 4 -> 7 maps rows to
+0, 0, 1, 1, 2, 2, 3. Because one input pixel is copied to several outputs,
+its gradient is the *sum* of their gradients.
+"""
+
+import numpy as np
+
+from .. import backend
+from .base import Layer, pair
+from .conv import to_channels_first, to_channels_last
+
+
+def nearest_index(size_in, size_out):
+    """Source index of every output position: ``floor(dst * in / out)``.
+
+    Returns
+    -------
+    ndarray of int64, shape (size_out,)
+    """
+    return (np.arange(size_out) * size_in) // size_out
+
+
+class Upsample2D(Layer):
+    """Nearest-neighbour resize to a fixed ``size`` or by a ``scale_factor``.
+
+    Parameters
+    ----------
+    size : (int, int), optional
+        Output (OH, OW), whatever the input size.
+    scale_factor : int or (int, int), optional
+        Output ``(H * s_h, W * s_w)``. Give exactly one of ``size`` and
+        ``scale_factor``.
+    """
+
+    def __init__(self, size=None, scale_factor=None):
+        super().__init__()
+        if (size is None) == (scale_factor is None):
+            raise ValueError("Upsample2D: give exactly one of size=(H, W) and scale_factor")
+        self.size = None if size is None else pair(size, "size", "Upsample2D")
+        self.scale_factor = (None if scale_factor is None
+                             else pair(scale_factor, "scale_factor", "Upsample2D"))
+
+    def __repr__(self):
+        if self.size is not None:
+            return f"Upsample2D(size={self.size})"
+        return f"Upsample2D(scale_factor={self.scale_factor})"
+
+    def output_shape(self, input_shape):
+        n, c, h, w = input_shape
+        if self.size is not None:
+            return (n, c) + self.size
+        return (n, c, h * self.scale_factor[0], w * self.scale_factor[1])
+
+    def forward(self, x):
+        """Resize a batch.
+
+        Parameters
+        ----------
+        x : ndarray, shape (N, C, H, W)
+
+        Returns
+        -------
+        y : ndarray, shape (N, C, OH, OW)
+        """
+        self._check_ndim(x, 4, "(N, C, H, W)")
+        xp = backend.get_array_module(x)
+        _, _, h, w = x.shape
+        _, _, oh, ow = self.output_shape(x.shape)
+        rows, cols = nearest_index(h, oh), nearest_index(w, ow)
+        self._cache = (rows, cols, x.shape)
+        # One gather: y[n, i, j, c] = x[n, rows[i], cols[j], c]
+        y = to_channels_last(x)[:, xp.asarray(rows)[:, None], xp.asarray(cols)[None, :], :]
+        return to_channels_first(y)
+
+    def backward(self, dout):
+        """Sum the gradient of every copy back onto its source pixel.
+
+        Parameters
+        ----------
+        dout : ndarray, shape (N, C, OH, OW)
+
+        Returns
+        -------
+        dx : ndarray, shape (N, C, H, W)
+        """
+        rows, cols, x_shape = self._cached()
+        self._check_dout(dout, self.output_shape(x_shape))
+        _, _, h, w = x_shape
+        d = to_channels_last(dout)  # (N, OH, OW, C)
+        # dL/dx[n, a, b, c] = sum of dout[n, i, j, c] over rows[i] == a, cols[j] == b
+        d = backend.sum_into_index(d, rows, h, axis=1)
+        d = backend.sum_into_index(d, cols, w, axis=2)
+        return to_channels_first(d)

@@ -1,0 +1,137 @@
+"""Optimizers that update parameter arrays in place: SGD and Adam."""
+
+import math
+
+from . import backend
+
+
+class Optimizer:
+    """Shared bookkeeping: the parameter list and the check of a gradient list."""
+
+    def __init__(self, params, lr):
+        self.params = list(params)
+        if not self.params:
+            raise ValueError(f"{type(self).__name__}: got an empty parameter list")
+        if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+            raise ValueError(f"{type(self).__name__}: lr must be a positive finite number, got {lr!r}")
+        self.lr = float(lr)
+
+    def _check(self, grads):
+        grads = list(grads)
+        name = type(self).__name__
+        if len(grads) != len(self.params):
+            raise ValueError(
+                f"{name}.step: expected {len(self.params)} gradients (one per parameter), "
+                f"got {len(grads)}"
+            )
+        for i, (p, g) in enumerate(zip(self.params, grads)):
+            if tuple(p.shape) != tuple(g.shape):
+                raise ValueError(
+                    f"{name}.step: gradient {i} has shape {tuple(g.shape)}, "
+                    f"expected {tuple(p.shape)} (the parameter's)"
+                )
+        return grads
+
+
+class SGD(Optimizer):
+    """Plain gradient descent: ``p -= lr * g``.
+
+    Parameters
+    ----------
+    params : list of ndarray
+        Arrays updated in place.
+    lr : float
+    """
+
+    def __init__(self, params, lr=0.01):
+        super().__init__(params, lr)
+
+    def step(self, grads):
+        """Apply one update; ``grads`` lists ``dL/dp`` in the order of ``params``."""
+        for p, g in zip(self.params, self._check(grads)):
+            p -= self.lr * g
+
+    def state_dict(self):
+        return {"lr": self.lr}
+
+    def load_state_dict(self, state):
+        self.lr = float(state["lr"])
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba, 2015) with bias correction, updating ``params`` in place.
+
+    For each parameter p with gradient g, at step t = 1, 2, ...::
+
+        m = b1 m + (1 - b1) g            running mean of g
+        v = b2 v + (1 - b2) g^2          running mean of g^2
+        m_hat = m / (1 - b1^t),  v_hat = v / (1 - b2^t)   (both start at 0)
+        p -= lr * m_hat / (sqrt(v_hat) + eps)
+
+    Parameters
+    ----------
+    params : list of ndarray
+        Arrays updated in place; any shapes.
+    lr : float, default 1e-3
+    betas : (float, float), default (0.9, 0.999)
+    eps : float, default 1e-8
+    """
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
+        super().__init__(params, lr)
+        b1, b2 = betas
+        if not (0 <= b1 < 1 and 0 <= b2 < 1):
+            raise ValueError(f"Adam: betas must be in [0, 1), got {betas!r}")
+        self.betas = (float(b1), float(b2))
+        self.eps = float(eps)
+        self.t = 0
+        # Moments are allocated once, like the parameters, and updated in place.
+        self.m = [backend.get_array_module(p).zeros_like(p) for p in self.params]
+        self.v = [backend.get_array_module(p).zeros_like(p) for p in self.params]
+        self._scratch = [backend.get_array_module(p).empty_like(p) for p in self.params]
+
+    def step(self, grads):
+        """Apply one update; ``grads`` lists ``dL/dp`` in the order of ``params``."""
+        grads = self._check(grads)
+        self.t += 1
+        b1, b2 = self.betas
+        # Fold both bias corrections into the step size (same result, fewer
+        # passes over memory): lr_t = lr * sqrt(1 - b2^t) / (1 - b1^t), and
+        # eps is scaled the same way so the update equals the formula above.
+        correction2 = math.sqrt(1 - b2**self.t)
+        lr_t = self.lr * correction2 / (1 - b1**self.t)
+        eps_t = self.eps * correction2
+        for p, g, m, v, tmp in zip(self.params, grads, self.m, self.v, self._scratch):
+            xp = backend.get_array_module(p)
+            m *= b1
+            m += (1 - b1) * g  # m = b1 m + (1 - b1) g
+            xp.multiply(g, g, out=tmp)
+            tmp *= 1 - b2
+            v *= b2
+            v += tmp  # v = b2 v + (1 - b2) g^2
+            xp.sqrt(v, out=tmp)
+            tmp += eps_t
+            xp.divide(m, tmp, out=tmp)
+            tmp *= lr_t
+            p -= tmp  # p -= lr_t * m / (sqrt(v) + eps_t)
+
+    def state_dict(self):
+        """Everything needed to continue exactly: step count and both moments."""
+        return {"t": self.t, "lr": self.lr, "m": list(self.m), "v": list(self.v)}
+
+    def load_state_dict(self, state):
+        """Restore :meth:`state_dict` output (moments are copied in place)."""
+        if len(state["m"]) != len(self.m) or len(state["v"]) != len(self.v):
+            raise ValueError(
+                f"Adam.load_state_dict: state has {len(state['m'])} moments, "
+                f"expected {len(self.m)}"
+            )
+        self.t = int(state["t"])
+        self.lr = float(state["lr"])
+        for mine, theirs in zip(self.m + self.v, list(state["m"]) + list(state["v"])):
+            if tuple(mine.shape) != tuple(theirs.shape):
+                raise ValueError(
+                    f"Adam.load_state_dict: moment of shape {tuple(theirs.shape)}, "
+                    f"expected {tuple(mine.shape)}"
+                )
+            mine[...] = backend.asarray(theirs, dtype=mine.dtype)
