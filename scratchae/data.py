@@ -30,7 +30,6 @@ import http.client
 import os
 import struct
 import sys
-import tempfile
 import urllib.request
 import zlib
 from dataclasses import dataclass
@@ -38,6 +37,8 @@ from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
+
+from .fileio import atomic_write
 
 __all__ = [
     "MNIST",
@@ -322,31 +323,23 @@ def _download_one(url, target, name, timeout, progress):
     file is renamed into place. On any failure (or Ctrl-C) the temporary
     file is deleted and the exception propagates.
     """
-    tmp = tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{name}.",
-                                      suffix=".part", delete=False)
-    tmp_path = Path(tmp.name)
-    try:
-        with tmp, urllib.request.urlopen(url, timeout=timeout) as response:
-            length = response.headers.get("Content-Length")
-            total = int(length) if length else None
-            received = 0
-            with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024,
-                      desc=f"{name}.gz", disable=not progress, leave=False) as bar:
-                while chunk := response.read(_CHUNK):
-                    tmp.write(chunk)
-                    received += len(chunk)
-                    bar.update(len(chunk))
+    with atomic_write(target) as tmp, urllib.request.urlopen(url, timeout=timeout) as response:
+        length = response.headers.get("Content-Length")
+        total = int(length) if length else None
+        received = 0
+        with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024,
+                  desc=f"{name}.gz", disable=not progress, leave=False) as bar:
+            while chunk := response.read(_CHUNK):
+                tmp.write(chunk)
+                received += len(chunk)
+                bar.update(len(chunk))
         if total is not None and received != total:
             raise ValueError(f"connection closed after {received} of {total} bytes")
-        digest = _gunzip_sha256(tmp_path)
+        tmp.flush()
+        digest = _gunzip_sha256(tmp.name)
         if digest != SHA256[name]:
             raise ValueError(f"SHA-256 of the decompressed data is {digest}, "
                              f"expected {SHA256[name]}")
-        os.chmod(tmp_path, 0o644)  # temp files are created private (0600)
-        os.replace(tmp_path, target)
-    except BaseException:  # also KeyboardInterrupt: never leave a partial file
-        tmp_path.unlink(missing_ok=True)
-        raise
 
 
 def download_mnist(cache_dir=None, mirrors=MIRRORS, timeout=10.0, progress=True):
@@ -510,20 +503,9 @@ def _balanced_subset(labels, n, rng):
     return rng.permutation(np.concatenate(chosen))
 
 
-def _write_npz_atomic(out_path, arrays):
-    """``np.savez_compressed`` to a temp file, then rename it into place."""
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tempfile.NamedTemporaryFile(dir=out_path.parent, prefix=f".{out_path.name}.",
-                                      suffix=".part", delete=False)
-    tmp_path = Path(tmp.name)
-    try:
-        with tmp:
-            np.savez_compressed(tmp, **arrays)  # a file object: no ".npz" appended
-        os.chmod(tmp_path, 0o644)  # temp files are created private (0600)
-        os.replace(tmp_path, out_path)
-    except BaseException:
-        tmp_path.unlink(missing_ok=True)
-        raise
+def _save_compressed(out_path, arrays):
+    with atomic_write(out_path) as f:
+        np.savez_compressed(f, **arrays)  # a file object: no ".npz" appended
 
 
 def build_sample(src_dir, out_path, n_train=10_000, n_test=2_000, seed=0,
@@ -564,7 +546,7 @@ def build_sample(src_dir, out_path, n_train=10_000, n_test=2_000, seed=0,
         rng = np.random.default_rng(seed)
         tr = _balanced_subset(train_y, n_train, rng)
         te = _balanced_subset(test_y, n_test, rng)
-        _write_npz_atomic(out_path, dict(train_images=train_x[tr], train_labels=train_y[tr],
+        _save_compressed(out_path, dict(train_images=train_x[tr], train_labels=train_y[tr],
                                          test_images=test_x[te], test_labels=test_y[te]))
         size = out_path.stat().st_size
         if max_bytes is None or size <= max_bytes or n_train <= 10:

@@ -1,7 +1,6 @@
 """Models: a ``Sequential`` container and the tutorial's two autoencoders."""
 
 import os
-import tempfile
 import zipfile
 
 import numpy as np
@@ -9,6 +8,7 @@ import numpy as np
 from . import backend
 from .layers import (Conv2D, Dense, Flatten, MaxPool2D, ReLU, Reshape,
                      Upsample2D)
+from .fileio import atomic_write
 from .layers.base import check_float_dtype
 
 
@@ -125,6 +125,9 @@ class Sequential:
             architecture.
         """
         arrays = load_npz(path)
+        # A training checkpoint also stores optimizer and loop state under
+        # "train/..." keys (see scratchae.train); a model needs only its weights.
+        arrays = {k: v for k, v in arrays.items() if not k.startswith("train/")}
         saved = str(arrays.pop("__architecture__", ""))
         if saved and saved != self.architecture():
             raise ValueError(
@@ -136,16 +139,8 @@ class Sequential:
 
 def save_npz(path, arrays):
     """Save a dict of arrays to ``path`` atomically (temp file + ``os.replace``)."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".npz")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    with atomic_write(path) as f:
+        np.savez(f, **arrays)
 
 
 def load_npz(path):

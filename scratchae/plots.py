@@ -1,0 +1,316 @@
+"""Figures for the demos: digit grids, autoencoder codes and loss curves.
+
+Every function takes host NumPy arrays (call ``to_numpy`` on CuPy arrays
+first), writes one PNG and returns its path as a :class:`pathlib.Path`.
+
+The figures are built with matplotlib's object-oriented API
+(:class:`matplotlib.figure.Figure` on a
+:class:`~matplotlib.backends.backend_agg.FigureCanvasAgg`), never with
+``pyplot``: nothing needs a display, no backend is switched and no global
+figure state is left behind. Each PNG is written to a temporary file next
+to ``path`` and renamed into place, so a reader never sees half a file;
+missing parent directories are created.
+
+Digit images are drawn at about one inch per digit at 100 dpi.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from .fileio import atomic_write
+
+__all__ = ["image_rows", "code_grid", "loss_curves", "side_by_side"]
+
+DPI = 100
+CELL = 1.0  # inches per digit image
+
+
+# --------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------
+
+def _new_figure(width, height):
+    """A Figure of ``width`` x ``height`` inches on its own Agg canvas."""
+    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig, path):
+    """Write ``fig`` as a PNG to ``path`` atomically; return ``Path(path)``."""
+    with atomic_write(path, suffix=".png") as f:
+        fig.savefig(f, format="png", dpi=DPI)
+    return Path(path)
+
+
+def _as_images(name, images, count=None):
+    """Check ``images`` is (K, 1, H, W) or (K, H, W); return float (K, H, W)."""
+    a = np.asarray(images)
+    if a.ndim == 4 and a.shape[1] == 1:
+        a = a[:, 0]
+    if a.ndim != 3 or a.shape[0] == 0:
+        raise ValueError(f"{name}: expected shape (K, 1, H, W) or (K, H, W) with K >= 1, "
+                         f"got {np.shape(images)}")
+    if count is not None and a.shape[0] != count:
+        raise ValueError(f"{name}: expected {count} images, got {a.shape[0]} "
+                         f"(shape {np.shape(images)})")
+    return a.astype(np.float32, copy=False)
+
+
+def _check_labels(name, labels, count):
+    """Check ``labels`` is None or a sequence of ``count`` labels; return list or None."""
+    if labels is None:
+        return None
+    labels = [str(s) for s in labels]
+    if len(labels) != count:
+        raise ValueError(f"{name}: expected {count} labels, got {len(labels)}")
+    return labels
+
+
+def _bare(ax):
+    """Remove the ticks (keeping the axis labels usable)."""
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _row_label(ax, text):
+    ax.set_ylabel(text, rotation=0, ha="right", va="center", fontsize=11)
+
+
+# --------------------------------------------------------------------------
+# Figures
+# --------------------------------------------------------------------------
+
+def image_rows(rows, path, *, title=None, row_labels=None, col_labels=None, footer=None):
+    """Draw rows of grayscale digits, one labelled row per entry.
+
+    Parameters
+    ----------
+    rows : list of (str, ndarray) pairs, or list of ndarray
+        One entry per row: ``(label, images)``, where ``images`` has shape
+        (K, 1, H, W) or (K, H, W) (e.g. H = W = 28), floats in [0, 1]
+        (0 = black). Every row must hold the same number K of images.
+    path : str or Path
+        Where to write the PNG.
+    title : str, optional
+        Figure title.
+    row_labels : sequence of str, optional
+        One label per row, drawn at its left; overrides the labels in
+        ``rows`` (needed when ``rows`` holds bare arrays).
+    col_labels : sequence of str, optional
+        K labels, one under each column (e.g. ``"PSNR 18.2 dB"``).
+    footer : str, optional
+        A line of text at the bottom of the figure.
+
+    Returns
+    -------
+    Path
+        ``path``.
+
+    Raises
+    ------
+    ValueError
+        If ``rows`` is empty, an entry has the wrong shape, the rows differ
+        in K, or a label list has the wrong length.
+    """
+    if len(rows) == 0:
+        raise ValueError("rows: expected at least one row, got none")
+    labels, grids = [], []
+    for i, row in enumerate(rows):
+        if isinstance(row, tuple) and len(row) == 2 and isinstance(row[0], str):
+            label, images = row
+        else:
+            label, images = "", row
+        count = grids[0].shape[0] if grids else None
+        grids.append(_as_images(f"rows[{i}]", images, count))
+        labels.append(label)
+    n_rows, k = len(grids), grids[0].shape[0]
+    labels = _check_labels("row_labels", row_labels, n_rows) or labels
+    col_labels = _check_labels("col_labels", col_labels, k)
+
+    height = n_rows * CELL + 0.3 + 0.5 * bool(title) + 0.4 * bool(col_labels) + 0.4 * bool(footer)
+    fig = _new_figure(1.3 + k * CELL, height)
+    axes = fig.subplots(n_rows, k, squeeze=False)
+    for r, (label, grid) in enumerate(zip(labels, grids)):
+        for c in range(k):
+            ax = axes[r, c]
+            ax.imshow(grid[c], cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+            _bare(ax)
+        _row_label(axes[r, 0], label)
+    if col_labels:
+        for ax, text in zip(axes[-1], col_labels):
+            ax.set_xlabel(text, fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=13)
+    if footer:
+        fig.supxlabel(footer, fontsize=10)
+    return _save(fig, path)
+
+
+def code_grid(codes, path, *, title=None, shape=(8, 8), images=None):
+    """Draw each code vector as a small image, optionally under its digit.
+
+    Parameters
+    ----------
+    codes : ndarray, shape (K, D)
+        One code per column, e.g. the 64 bottleneck units of the dense
+        autoencoder; D must equal ``shape[0] * shape[1]``. All codes share
+        one colour scale (viridis), shown by a colour bar.
+    path : str or Path
+        Where to write the PNG.
+    title : str, optional
+        Figure title.
+    shape : (int, int), default (8, 8)
+        How each code is folded into an image (row-major).
+    images : ndarray, shape (K, 1, H, W) or (K, H, W), optional
+        The input digits, drawn in grayscale in a row above their codes.
+
+    Returns
+    -------
+    Path
+        ``path``.
+
+    Raises
+    ------
+    ValueError
+        If ``codes`` is not 2-d, D does not match ``shape``, or ``images``
+        does not hold K images.
+    """
+    codes = np.asarray(codes, dtype=np.float32)
+    rows, cols = shape
+    if codes.ndim != 2 or codes.shape[0] == 0 or codes.shape[1] != rows * cols:
+        raise ValueError(f"codes: expected shape (K, {rows * cols}) with K >= 1 to match "
+                         f"shape={tuple(shape)}, got {codes.shape}")
+    k = codes.shape[0]
+    if images is not None:
+        images = _as_images("images", images, k)
+
+    finite = codes[np.isfinite(codes)]
+    vmin, vmax = (finite.min(), finite.max()) if finite.size else (0.0, 1.0)
+    n_rows = 1 + (images is not None)
+    fig = _new_figure(1.3 + k * CELL + 0.8, n_rows * CELL + 0.4 + 0.5 * bool(title))
+    axes = fig.subplots(n_rows, k, squeeze=False)
+    if images is not None:
+        for ax, img in zip(axes[0], images):
+            ax.imshow(img, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+            _bare(ax)
+        _row_label(axes[0, 0], "digit")
+    for ax, code in zip(axes[-1], codes):
+        im = ax.imshow(code.reshape(rows, cols), cmap="viridis", vmin=vmin, vmax=vmax,
+                       interpolation="nearest")
+        _bare(ax)
+    _row_label(axes[-1, 0], f"code\n({rows}x{cols})")
+    fig.colorbar(im, ax=list(axes[-1]), shrink=0.9, pad=0.02)
+    if title:
+        fig.suptitle(title, fontsize=13)
+    return _save(fig, path)
+
+
+def loss_curves(history, path, *, title=None):
+    """Plot the training and test loss per epoch.
+
+    Parameters
+    ----------
+    history : dict
+        ``"train_loss"`` and ``"test_loss"``: sequences of E >= 1 floats,
+        one per epoch (epochs 1..E). ``test_loss`` may hold None or NaN
+        for epochs without an evaluation; the test curve joins the others.
+    path : str or Path
+        Where to write the PNG.
+    title : str, optional
+        Figure title.
+
+    Returns
+    -------
+    Path
+        ``path``.
+
+    Raises
+    ------
+    ValueError
+        If a key is missing, a list is empty, or the lengths differ.
+    """
+    curves = {}
+    for key in ("train_loss", "test_loss"):
+        if key not in history:
+            raise ValueError(f"history: expected key {key!r}, got keys {sorted(history)}")
+        values = [math.nan if v is None else float(v) for v in history[key]]
+        if not values:
+            raise ValueError(f"history[{key!r}]: expected at least 1 epoch, got 0")
+        curves[key] = np.array(values)
+    e_train, e_test = len(curves["train_loss"]), len(curves["test_loss"])
+    if e_train != e_test:
+        raise ValueError(f"history: expected train_loss and test_loss of the same length, "
+                         f"got {e_train} and {e_test}")
+
+    fig = _new_figure(6.4, 4.2)
+    ax = fig.subplots()
+    epochs = np.arange(1, e_train + 1)
+    ax.plot(epochs, curves["train_loss"], marker="o", label="train")
+    test = curves["test_loss"]
+    evaluated = np.isfinite(test)  # join the epochs that were evaluated
+    ax.plot(epochs[evaluated], test[evaluated], marker="s", label="test")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("mean sigmoid cross-entropy")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    if e_train == 1:
+        ax.set_xlim(0.5, 1.5)
+    ax.grid(True, alpha=0.4)
+    ax.legend()
+    if title:
+        ax.set_title(title)
+    return _save(fig, path)
+
+
+def side_by_side(noisy, outputs, clean, path, *, psnr=None, title=None):
+    """Compare denoisers: noisy inputs, each model's output, clean targets.
+
+    Parameters
+    ----------
+    noisy : ndarray, shape (K, 1, H, W)
+        The noisy inputs (first row).
+    outputs : dict of str -> ndarray, shape (K, 1, H, W)
+        Each model's outputs, one row per model in the dict's order
+        (e.g. ``{"dense": ..., "conv": ...}``).
+    clean : ndarray, shape (K, 1, H, W)
+        The clean targets (last row).
+    path : str or Path
+        Where to write the PNG.
+    psnr : dict of str -> float, optional
+        Mean PSNR (dB) per model, shown in its row label, e.g. ``"conv\\n20.1 dB"``.
+    title : str, optional
+        Figure title.
+
+    Returns
+    -------
+    Path
+        ``path``.
+
+    Raises
+    ------
+    ValueError
+        If an array has the wrong shape or K differs, ``outputs`` is
+        empty, or ``psnr`` names a model not in ``outputs``.
+    """
+    if not outputs:
+        raise ValueError("outputs: expected at least one model, got none")
+    psnr = dict(psnr or {})
+    unknown = sorted(set(psnr) - set(outputs))
+    if unknown:
+        raise ValueError(f"psnr: expected model names from outputs {list(outputs)}, "
+                         f"got unknown {unknown}")
+    noisy = _as_images("noisy", noisy)
+    k = noisy.shape[0]
+    rows = [("noisy", noisy)]
+    for name, out in outputs.items():
+        label = f"{name}\n{psnr[name]:.1f} dB" if name in psnr else str(name)
+        rows.append((label, _as_images(f"outputs[{name!r}]", out, k)))
+    rows.append(("clean", _as_images("clean", clean, k)))
+    return image_rows(rows, path, title=title)
