@@ -49,6 +49,11 @@ class Layer:
         return f"{type(self).__name__}()"
 
     # -- helpers for subclasses ------------------------------------------
+    def _set_params(self, **params):
+        """Store the parameters, with zero gradients under the same keys."""
+        self.params = params
+        self.grads = {k: backend.get_array_module(v).zeros_like(v) for k, v in params.items()}
+
     def _check_ndim(self, x, ndim, layout):
         """Raise ``ValueError`` unless ``x`` has ``ndim`` dimensions."""
         if x.ndim != ndim:

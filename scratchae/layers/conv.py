@@ -208,17 +208,12 @@ class Conv2D(Layer):
         dtype = check_float_dtype(dtype, "Conv2D")
         kh, kw = self.kernel_size
         rng = make_rng(seed, rng)
-        self.params = {
-            "W": glorot_uniform(
-                (out_channels, in_channels, kh, kw),
-                fan_in=in_channels * kh * kw,
-                fan_out=out_channels * kh * kw,
-                rng=rng,
-                dtype=dtype,
-            ),
-            "b": backend.asarray(np.zeros(out_channels), dtype=dtype),
-        }
-        self.grads = {}
+        self._set_params(
+            W=glorot_uniform((out_channels, in_channels, kh, kw),
+                             fan_in=in_channels * kh * kw, fan_out=out_channels * kh * kw,
+                             rng=rng, dtype=dtype),
+            b=backend.asarray(np.zeros(out_channels), dtype=dtype),
+        )
 
     def __repr__(self):
         return (

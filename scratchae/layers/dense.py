@@ -34,11 +34,10 @@ class Dense(Layer):
         self.in_features, self.out_features = int(in_features), int(out_features)
         dtype = check_float_dtype(dtype, "Dense")
         rng = make_rng(seed, rng)
-        self.params = {
-            "W": glorot_uniform((in_features, out_features), in_features, out_features, rng, dtype),
-            "b": backend.asarray(np.zeros(out_features), dtype=dtype),
-        }
-        self.grads = {}
+        self._set_params(
+            W=glorot_uniform((in_features, out_features), in_features, out_features, rng, dtype),
+            b=backend.asarray(np.zeros(out_features), dtype=dtype),
+        )
 
     def __repr__(self):
         return f"Dense({self.in_features}, {self.out_features})"
