@@ -1,0 +1,374 @@
+"""The training loop: mini-batches, fresh noise, evaluation, checkpoints.
+
+One step is the whole of backprop in four lines::
+
+    logits = model.forward(noisy)              # predict
+    loss = loss_fn.forward(logits, clean)      # compare with the clean image
+    model.backward(loss_fn.backward())         # dL/dparam for every layer
+    optimizer.step(model.gradients())          # Adam moves every parameter
+
+Everything else here is bookkeeping: shuffling, progress, evaluation,
+checkpoints that can be resumed bit for bit, and stopping cleanly on
+Ctrl-C or when the loss blows up.
+"""
+
+import json
+import math
+import signal
+import threading
+import time
+from contextlib import contextmanager
+
+import numpy as np
+from tqdm import tqdm
+
+from . import backend
+from .layers.activations import sigmoid
+from .losses import SigmoidCrossEntropy
+from .models import load_npz, save_npz
+from .optim import Adam
+
+TRAIN_PREFIX = "train/"  # checkpoint keys that hold training state, not weights
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped training; a checkpoint was written if a path was given."""
+
+    def __init__(self, checkpoint=None):
+        super().__init__()
+        self.checkpoint = checkpoint
+
+
+def psnr(images, reference, max_value=1.0):
+    """Peak signal-to-noise ratio of each image against its reference, in dB.
+
+    ``PSNR = 10 log10(max_value^2 / MSE)``: higher is better, and identical
+    images give ``inf``.
+
+    Parameters
+    ----------
+    images, reference : ndarray, shape (N, ...)
+
+    Returns
+    -------
+    ndarray, shape (N,)
+    """
+    xp = backend.get_array_module(images)
+    err = (images - reference).reshape(images.shape[0], -1)
+    mse = (err * err).mean(axis=1)
+    with np.errstate(divide="ignore"):
+        return 10 * xp.log10(max_value**2 / mse)
+
+
+def format_summary(metrics):
+    """The one summary line every demo ends with."""
+    return (f"test bce={metrics['bce']:.4f} psnr_in={metrics['psnr_in']:.2f}dB "
+            f"psnr_out={metrics['psnr_out']:.2f}dB")
+
+
+@contextmanager
+def _sigint_flag():
+    """While active, the first Ctrl-C only sets ``flag["set"]``; a second one
+    raises ``KeyboardInterrupt`` at once. The loop checks the flag between
+    steps, so a checkpoint is never taken half-way through an update."""
+    flag = {"set": False}
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(signum, frame):
+        if flag["set"]:
+            raise KeyboardInterrupt
+        flag["set"] = True
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+class Trainer:
+    """Train an autoencoder (plain or denoising) with Adam on sigmoid cross-entropy.
+
+    Parameters
+    ----------
+    model : Sequential
+        Maps (N, 1, 28, 28) images to logits of the same shape.
+    lr : float
+        Adam's learning rate.
+    batch_size : int
+    noise : callable, optional
+        ``noise(clean, rng) -> noisy`` (see :mod:`scratchae.noise`); ``None``
+        trains a plain autoencoder on clean input.
+    seed : int
+        Seeds the shuffling, the training noise and the test-set noise.
+    checkpoint : str or Path, optional
+        Where to save (atomically) after every epoch and on Ctrl-C.
+    progress : bool
+        Show a tqdm progress bar.
+    log : callable
+        Prints one line per epoch (``print`` by default).
+    """
+
+    def __init__(self, model, *, lr=1e-3, batch_size=128, noise=None, seed=0,
+                 checkpoint=None, progress=True, log=print, eval_batch_size=500):
+        for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
+            if not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"Trainer: {name} must be a positive int, got {value!r}")
+        self.model = model
+        self.loss_fn = SigmoidCrossEntropy()
+        self.optimizer = Adam(model.parameters(), lr=lr)
+        self.batch_size = int(batch_size)
+        self.eval_batch_size = int(eval_batch_size)
+        self.noise = noise
+        self.seed = seed
+        self.checkpoint = checkpoint
+        self.progress = progress
+        self.log = log
+        self.shuffle_rng = np.random.default_rng([seed, 1])
+        self.noise_rng = np.random.default_rng([seed, 2])
+        # Position in training, all saved in checkpoints:
+        self.epoch = 0  # epochs completed
+        self.step = 0  # batches done in the current epoch
+        self.perm = None  # this epoch's shuffled order
+        self.loss_sum = 0.0  # sum of this epoch's batch losses so far
+        self.history = {"train_loss": [], "test_loss": [], "psnr_in": [], "psnr_out": [],
+                        "epoch_time": []}
+
+    # -- one step -----------------------------------------------------------
+    def train_step(self, clean):
+        """One update on a batch; returns the loss as a 0-d array (not synced).
+
+        Parameters
+        ----------
+        clean : ndarray, shape (N, 1, 28, 28), on the current backend
+        """
+        inputs = clean if self.noise is None else self.noise(clean, self.noise_rng)
+        logits = self.model.forward(inputs)
+        loss = self.loss_fn.forward(logits, clean)
+        self.model.backward(self.loss_fn.backward())
+        self.optimizer.step(self.model.gradients())
+        return loss
+
+    # -- evaluation ---------------------------------------------------------
+    def corrupt_test(self, clean):
+        """The fixed noisy version of a test batch (same noise every epoch).
+
+        Parameters
+        ----------
+        clean : ndarray, shape (N, 1, 28, 28), host NumPy
+        """
+        if self.noise is None:
+            return clean
+        return self.noise(clean, np.random.default_rng([self.seed, 3]))
+
+    def predict(self, images):
+        """Sigmoid of the model's logits, batch by batch.
+
+        Parameters
+        ----------
+        images : ndarray, shape (N, 1, 28, 28), host NumPy
+
+        Returns
+        -------
+        ndarray, shape (N, 1, 28, 28), host NumPy, values in [0, 1]
+        """
+        outputs = [backend.to_numpy(sigmoid(self.model.forward(backend.asarray(images[i:i + self.eval_batch_size]))))
+                   for i in range(0, len(images), self.eval_batch_size)]
+        return np.concatenate(outputs)
+
+    def evaluate(self, images):
+        """Mean sigmoid cross-entropy and mean PSNR of input and output.
+
+        Parameters
+        ----------
+        images : ndarray, shape (N, 1, 28, 28), clean test images, host NumPy
+
+        Returns
+        -------
+        dict
+            ``bce``, ``psnr_in`` (the model's input against the clean image)
+            and ``psnr_out`` (the model's output against the clean image).
+        """
+        noisy = self.corrupt_test(images)
+        bce = psnr_in = psnr_out = 0.0
+        for i in range(0, len(images), self.eval_batch_size):
+            clean = backend.asarray(images[i:i + self.eval_batch_size])
+            inputs = backend.asarray(noisy[i:i + self.eval_batch_size])
+            logits = self.model.forward(inputs)
+            n = len(clean)
+            bce += float(self.loss_fn.forward(logits, clean)) * n
+            psnr_in += float(psnr(inputs, clean).sum())
+            psnr_out += float(psnr(sigmoid(logits), clean).sum())
+        n = len(images)
+        return {"bce": bce / n, "psnr_in": psnr_in / n, "psnr_out": psnr_out / n}
+
+    # -- the loop -----------------------------------------------------------
+    def fit(self, train_images, test_images=None, epochs=10):
+        """Train until ``epochs`` epochs are complete (resumes mid-epoch).
+
+        Parameters
+        ----------
+        train_images : ndarray, shape (N, 1, 28, 28), float32 in [0, 1], host NumPy
+        test_images : ndarray, shape (M, 1, 28, 28), optional
+            Evaluated after every epoch.
+        epochs : int
+            Total number of epochs, counting those done before a resume.
+
+        Returns
+        -------
+        dict
+            ``history``: per-epoch lists of train/test loss, PSNRs and times.
+
+        Raises
+        ------
+        TrainingDiverged
+            If the loss becomes NaN/inf (the last checkpoint is left untouched).
+        TrainingInterrupted
+            On Ctrl-C, after saving a checkpoint.
+        """
+        if not isinstance(epochs, (int, np.integer)) or epochs < 1:
+            raise ValueError(f"Trainer.fit: epochs must be a positive int, got {epochs!r}")
+        xp = backend.get_xp()
+        n = len(train_images)
+        steps = math.ceil(n / self.batch_size)
+        # The training set moves to the device once; batches are slices of it.
+        data = backend.asarray(train_images)
+        # Reading a GPU loss forces a wait, so on CuPy we look only when the
+        # progress bar refreshes; on NumPy it is free, so we check every step.
+        check_every = 1 if xp is np else 20
+        with _sigint_flag() as interrupted:
+            while self.epoch < epochs:
+                if self.perm is None:
+                    self.perm = self.shuffle_rng.permutation(n)
+                    self.step, self.loss_sum = 0, 0.0
+                start = time.perf_counter()
+                bar = tqdm(total=steps, initial=self.step, disable=not self.progress,
+                           desc=f"epoch {self.epoch + 1}/{epochs}", unit="batch", leave=False,
+                           dynamic_ncols=True)
+                pending = []  # losses not yet read back from the device
+                samples_this_run = 0
+                while self.step < steps:
+                    if interrupted["set"]:
+                        bar.close()
+                        self._sync_losses(pending)
+                        raise TrainingInterrupted(self._save_on_interrupt())
+                    index = self.perm[self.step * self.batch_size:(self.step + 1) * self.batch_size]
+                    clean = data[xp.asarray(index)] if xp is not np else data[index]
+                    pending.append(self.train_step(clean))
+                    self.step += 1
+                    samples_this_run += len(index)
+                    bar.update(1)
+                    if len(pending) >= check_every or self.step == steps:
+                        last = self._sync_losses(pending)
+                        elapsed = time.perf_counter() - start
+                        bar.set_postfix(loss=f"{last:.4f}",
+                                        samples_s=f"{samples_this_run / max(elapsed, 1e-9):.0f}",
+                                        refresh=False)
+                bar.close()
+                train_loss = self.loss_sum / steps
+                metrics = self.evaluate(test_images) if test_images is not None else None
+                self._end_epoch(train_loss, metrics, time.perf_counter() - start, epochs)
+        return {"history": self.history}
+
+    def _sync_losses(self, pending):
+        """Read queued losses (one device sync), add them up, stop on NaN/inf."""
+        if not pending:
+            return float("nan")
+        values = [float(v) for v in (backend.to_numpy(backend.get_xp().stack(pending))
+                                     if len(pending) > 1 else [pending[0]])]
+        pending.clear()
+        for v in values:
+            if not math.isfinite(v):
+                raise TrainingDiverged(
+                    f"the training loss became {v} at epoch {self.epoch + 1}, batch {self.step}: "
+                    f"training diverged. Try a lower learning rate (now {self.optimizer.lr:g}). "
+                    + (f"The last good checkpoint, {self.checkpoint}, was left as it was."
+                       if self.checkpoint else "")
+                )
+            self.loss_sum += v
+        return values[-1]
+
+    def _end_epoch(self, train_loss, metrics, seconds, epochs):
+        h = self.history
+        h["train_loss"].append(train_loss)
+        h["test_loss"].append(metrics["bce"] if metrics else None)
+        h["psnr_in"].append(metrics["psnr_in"] if metrics else None)
+        h["psnr_out"].append(metrics["psnr_out"] if metrics else None)
+        h["epoch_time"].append(seconds)
+        self.epoch += 1
+        self.perm, self.step, self.loss_sum = None, 0, 0.0
+        line = f"epoch {self.epoch}/{epochs}  train bce={train_loss:.4f}"
+        if metrics:
+            line += f"  {format_summary(metrics)}"
+        self.log(f"{line}  ({seconds:.1f}s)")
+        if self.checkpoint:
+            self.save(self.checkpoint)
+
+    def _save_on_interrupt(self):
+        if not self.checkpoint:
+            return None
+        self.save(self.checkpoint)
+        return self.checkpoint
+
+    # -- checkpoints ----------------------------------------------------------
+    def state(self):
+        """Everything needed to continue training exactly: a dict of host arrays."""
+        meta = {
+            "epoch": self.epoch, "step": self.step, "loss_sum": self.loss_sum,
+            "seed": self.seed, "batch_size": self.batch_size, "history": self.history,
+            "shuffle_rng": self.shuffle_rng.bit_generator.state,
+            "noise_rng": self.noise_rng.bit_generator.state,
+        }
+        opt = self.optimizer.state_dict()
+        meta["adam_t"], meta["lr"] = opt["t"], opt["lr"]
+        arrays = {TRAIN_PREFIX + "meta": np.array(json.dumps(meta))}
+        if self.perm is not None:
+            arrays[TRAIN_PREFIX + "perm"] = self.perm
+        for i, (m, v) in enumerate(zip(opt["m"], opt["v"])):
+            arrays[f"{TRAIN_PREFIX}adam_m.{i}"] = backend.to_numpy(m)
+            arrays[f"{TRAIN_PREFIX}adam_v.{i}"] = backend.to_numpy(v)
+        return arrays
+
+    def save(self, path):
+        """Write weights and training state to one ``.npz``, atomically."""
+        arrays = {"__architecture__": np.array(self.model.architecture()),
+                  **self.model.state_arrays(), **self.state()}
+        save_npz(path, arrays)
+
+    def resume(self, path):
+        """Load a checkpoint written by :meth:`save` and continue from it.
+
+        Raises
+        ------
+        ValueError
+            If the file is not a checkpoint of this model, or holds no
+            training state (weights only).
+        """
+        self.model.load(path)  # checks the architecture and shapes first
+        arrays = load_npz(path)
+        if TRAIN_PREFIX + "meta" not in arrays:
+            raise ValueError(f"{path}: holds weights but no training state, so it cannot be resumed")
+        meta = json.loads(str(arrays[TRAIN_PREFIX + "meta"]))
+        if meta["batch_size"] != self.batch_size:
+            raise ValueError(
+                f"{path}: was trained with batch size {meta['batch_size']}, "
+                f"got {self.batch_size}; resume with --batch-size {meta['batch_size']}"
+            )
+        count = len(self.optimizer.m)
+        self.optimizer.load_state_dict({
+            "t": meta["adam_t"], "lr": self.optimizer.lr,
+            "m": [arrays[f"{TRAIN_PREFIX}adam_m.{i}"] for i in range(count)],
+            "v": [arrays[f"{TRAIN_PREFIX}adam_v.{i}"] for i in range(count)],
+        })
+        self.epoch, self.step, self.loss_sum = meta["epoch"], meta["step"], meta["loss_sum"]
+        self.history = meta["history"]
+        self.shuffle_rng.bit_generator.state = meta["shuffle_rng"]
+        self.noise_rng.bit_generator.state = meta["noise_rng"]
+        self.perm = arrays.get(TRAIN_PREFIX + "perm")
+        return meta
