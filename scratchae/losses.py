@@ -55,4 +55,5 @@ class SigmoidCrossEntropy:
         if self._cache is None:
             raise RuntimeError("SigmoidCrossEntropy: backward() called before forward()")
         x, t = self._cache
-        return (sigmoid(x) - t) * np.asarray(1.0 / x.size, dtype=x.dtype)
+        # a NumPy scalar of x's dtype: keeps float32 and works on CuPy arrays too
+        return (sigmoid(x) - t) * x.dtype.type(1.0 / x.size)

@@ -116,8 +116,9 @@ class Adam(Optimizer):
             p -= tmp  # p -= lr_t * m / (sqrt(v) + eps_t)
 
     def state_dict(self):
-        """Everything needed to continue exactly: step count and both moments."""
-        return {"t": self.t, "lr": self.lr, "m": list(self.m), "v": list(self.v)}
+        """Everything needed to continue exactly: step count and copies of both moments."""
+        return {"t": self.t, "lr": self.lr, "m": [m.copy() for m in self.m],
+                "v": [v.copy() for v in self.v]}
 
     def load_state_dict(self, state):
         """Restore :meth:`state_dict` output (moments are copied in place)."""

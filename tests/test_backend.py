@@ -1,0 +1,158 @@
+"""Tests for scratchae.backend, plus a NumPy-vs-CuPy agreement test (GPU only)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import scratchae.backend as B
+from conftest import to_np, to_xp
+
+
+def test_default_backend_is_numpy_in_fresh_process():
+    out = subprocess.run(
+        [sys.executable, "-c",
+         "import scratchae.backend as b, numpy; "
+         "print(b.get_backend(), b.get_xp() is numpy)"],
+        capture_output=True, text=True, check=True,
+    )
+    assert out.stdout.split() == ["numpy", "True"]
+
+
+def test_default_backend_is_numpy():
+    assert B.get_backend() == "numpy"
+    assert B.get_xp() is np
+
+
+def test_unknown_backend_raises_value_error():
+    with pytest.raises(ValueError) as ei:
+        B.set_backend("tensorflow")
+    msg = str(ei.value)
+    assert "numpy" in msg and "cupy" in msg, msg
+    assert B.get_backend() == "numpy"
+
+
+@pytest.mark.skipif(B.cupy_available(), reason="CuPy and a GPU are available")
+def test_cupy_backend_without_cupy_raises_runtime_error():
+    assert B.cupy_available() is False
+    with pytest.raises(RuntimeError) as ei:
+        B.set_backend("cupy")
+    assert "pip install cupy-cuda12x" in str(ei.value)
+    # the failed switch leaves the backend untouched
+    assert B.get_backend() == "numpy"
+    assert B.get_xp() is np
+
+
+def test_cupy_available_returns_bool():
+    assert isinstance(B.cupy_available(), bool)
+
+
+def test_set_backend_numpy_roundtrip():
+    B.set_backend("numpy")
+    assert B.get_backend() == "numpy"
+    assert B.get_xp() is np
+
+
+def test_get_array_module_numpy():
+    a = np.zeros(3)
+    assert B.get_array_module(a) is np
+    assert B.get_array_module(a, np.ones((2, 2))) is np
+
+
+def test_numpy_asarray_to_numpy_roundtrip():
+    a = np.arange(12.0).reshape(3, 4)
+    b = B.asarray(a)
+    assert isinstance(b, np.ndarray)
+    np.testing.assert_array_equal(b, a)
+    c = B.asarray(a, dtype=np.float32)
+    assert c.dtype == np.float32
+    np.testing.assert_array_equal(c, a.astype(np.float32))
+    d = B.to_numpy(c)
+    assert isinstance(d, np.ndarray) and d.dtype == np.float32
+    np.testing.assert_array_equal(d, a)
+    # lists and scalars are accepted too
+    np.testing.assert_array_equal(B.to_numpy(B.asarray([1.0, 2.0])), [1.0, 2.0])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64])
+def test_asarray_to_numpy_roundtrip_on_backend(backend, dtype):
+    a = (np.arange(24).reshape(2, 3, 4) - 5).astype(dtype)
+    b = B.asarray(a)
+    xp = B.get_xp()
+    assert B.get_array_module(b) is xp
+    assert b.dtype == dtype
+    assert tuple(b.shape) == a.shape
+    back = B.to_numpy(b)
+    assert isinstance(back, np.ndarray)
+    np.testing.assert_array_equal(back, a)
+    assert B.asarray(a, dtype=np.float32).dtype == np.float32
+    assert B.get_backend() == backend
+
+
+def test_fixture_restores_numpy(backend):
+    # the fixture switched to the requested backend; teardown restores numpy
+    assert B.get_backend() == backend
+
+
+def test_backend_is_numpy_after_fixture_tests():
+    assert B.get_backend() == "numpy"
+
+
+# --------------------------------------------------------------------------
+# NumPy vs CuPy agreement (needs a GPU)
+# --------------------------------------------------------------------------
+def _run_denoiser_step(backend_name, weights, x_np, t_np):
+    from scratchae.losses import SigmoidCrossEntropy
+    from scratchae.models import conv_denoiser
+
+    B.set_backend(backend_name)
+    try:
+        model = conv_denoiser(seed=0, dtype=np.float32)
+        for k, p in model.params.items():
+            p[...] = B.asarray(weights[k])
+        loss = SigmoidCrossEntropy()
+        logits = model.forward(B.asarray(x_np))
+        val = float(loss.forward(logits, B.asarray(t_np)))
+        dx = model.backward(loss.backward())
+        return {
+            "logits": to_np(logits),
+            "loss": val,
+            "dx": to_np(dx),
+            "grads": {k: to_np(g) for k, g in model.grads.items()},
+            "init": {k: to_np(p) for k, p in conv_denoiser(seed=0).params.items()},
+        }
+    finally:
+        B.set_backend("numpy")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not B.cupy_available(), reason="needs CuPy and a usable CUDA GPU")
+def test_conv_denoiser_numpy_vs_cupy():
+    from scratchae.models import conv_denoiser
+
+    weights = {k: to_np(p) for k, p in conv_denoiser(seed=0, dtype=np.float32).params.items()}
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, size=(4, 1, 28, 28)).astype(np.float32)
+    t = np.clip(x + 0.1 * rng.standard_normal(x.shape), 0, 1).astype(np.float32)
+
+    cpu = _run_denoiser_step("numpy", weights, x, t)
+    gpu = _run_denoiser_step("cupy", weights, x, t)
+
+    np.testing.assert_allclose(gpu["logits"], cpu["logits"], rtol=1e-4, atol=1e-5)
+    assert gpu["loss"] == pytest.approx(cpu["loss"], rel=1e-5)
+    # float32 sums over thousands of terms: absolute tolerance relative to
+    # each array's own scale (gradients are O(1/size) after the mean loss)
+    scale = np.abs(cpu["dx"]).max()
+    np.testing.assert_allclose(gpu["dx"], cpu["dx"], rtol=1e-4, atol=1e-4 * scale)
+    assert set(gpu["grads"]) == set(cpu["grads"])
+    for k, g in cpu["grads"].items():
+        assert gpu["grads"][k].dtype == np.float32
+        scale = np.abs(g).max()
+        assert scale > 0, k
+        np.testing.assert_allclose(gpu["grads"][k], g, rtol=1e-4, atol=1e-4 * scale, err_msg=k)
+
+    # same seed -> same initial weights on both backends
+    for k in cpu["init"]:
+        np.testing.assert_allclose(gpu["init"][k], cpu["init"][k], rtol=1e-6, atol=1e-7, err_msg=k)
