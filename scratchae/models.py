@@ -41,13 +41,24 @@ class Sequential:
             x = layer.forward(x)
         return x
 
-    def backward(self, dout):
+    def backward(self, dout, input_grad=True):
         """dout : ndarray, the output's shape -> dL/dx, the input's shape.
 
         Fills every layer's ``grads`` on the way (chain rule, last layer first).
+
+        Parameters
+        ----------
+        dout : ndarray, the output's shape
+        input_grad : bool, default True
+            When False, stop at the first layer that has parameters and
+            return None: training needs no gradient with respect to the
+            input images, and skipping it saves the first layer's dx.
         """
-        for layer in reversed(self.layers):
-            dout = layer.backward(dout)
+        first = next((i for i, layer in enumerate(self.layers) if layer.params), 0)
+        for i in range(len(self.layers) - 1, -1, -1):
+            if not input_grad and i == first:
+                return self.layers[i].backward(dout, input_grad=False)
+            dout = self.layers[i].backward(dout)
         return dout
 
     def output_shape(self, input_shape):

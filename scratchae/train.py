@@ -151,7 +151,7 @@ class Trainer:
         inputs = clean if self.noise is None else self.noise(clean, self.noise_rng)
         logits = self.model.forward(inputs)
         loss = self.loss_fn.forward(logits, clean)
-        self.model.backward(self.loss_fn.backward())
+        self.model.backward(self.loss_fn.backward(), input_grad=False)
         self.optimizer.step(self.model.gradients())
         return loss
 

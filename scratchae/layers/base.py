@@ -11,6 +11,8 @@ A layer is a small object with two methods:
   so there is no "zero the gradients" step.
 """
 
+import math
+
 import numpy as np
 
 from .. import backend
@@ -31,6 +33,7 @@ class Layer:
         self.params = {}
         self.grads = {}
         self._cache = None
+        self._workspaces = {}
 
     def __call__(self, x):
         return self.forward(x)
@@ -68,6 +71,32 @@ class Layer:
             raise TypeError(
                 f"{self!r}: expected a floating-point input, got dtype {x.dtype}"
             )
+
+    def _workspace(self, name, shape, like):
+        """A scratch array of ``shape`` that is reused from call to call.
+
+        Freshly allocated memory is slow the first time it is touched (the
+        operating system maps it in page by page), and an im2col matrix can
+        be hundreds of MB, so layers keep their big internal buffers instead
+        of allocating them on every step. One flat buffer per name grows to
+        the largest size asked for; smaller batches use its beginning.
+        Never return a workspace as a layer's output: the next call
+        overwrites it.
+
+        Parameters
+        ----------
+        name : str
+        shape : tuple of int
+        like : ndarray
+            The new buffer gets its dtype and array library.
+        """
+        size = math.prod(shape)
+        xp = backend.get_array_module(like)
+        buffer = self._workspaces.get(name)
+        if (buffer is None or buffer.size < size or buffer.dtype != like.dtype
+                or backend.get_array_module(buffer) is not xp):
+            buffer = self._workspaces[name] = xp.empty(size, dtype=like.dtype)
+        return buffer[:size].reshape(shape)
 
     def _cached(self):
         """Return the forward cache, or raise if ``forward`` was not called."""

@@ -75,13 +75,22 @@ def resolve_padding(padding, size, kernel, stride, owner):
     )
 
 
-def pad_channels_last(x, pads, value=0.0):
+def padded_shape(shape, pads):
+    """Shape (N, H, W, C) after adding ``pads = ((top, bottom), (left, right))``."""
+    n, h, w, c = shape
+    (top, bottom), (left, right) = pads
+    return n, top + h + bottom, left + w + right, c
+
+
+def pad_channels_last(x, pads, value=0.0, out=None):
     """Pad the two spatial axes of ``x`` (N, H, W, C) with ``value``.
 
     Parameters
     ----------
     x : ndarray, shape (N, H, W, C)
     pads : ((top, bottom), (left, right))
+    out : ndarray, shape (N, top + H + bottom, left + W + right, C), optional
+        Where to write (a reused buffer); a new array by default.
 
     Returns
     -------
@@ -93,8 +102,14 @@ def pad_channels_last(x, pads, value=0.0):
         return x
     xp = backend.get_array_module(x)
     n, h, w, c = x.shape
-    out = xp.full((n, top + h + bottom, left + w + right, c), value, dtype=x.dtype)
-    out[:, top : top + h, left : left + w] = x
+    if out is None:
+        out = xp.empty(padded_shape(x.shape, pads), dtype=x.dtype)
+    # Fill only the four borders, then copy x into the middle.
+    out[:, :top] = value
+    out[:, top + h:] = value
+    out[:, top:top + h, :left] = value
+    out[:, top:top + h, left + w:] = value
+    out[:, top:top + h, left:left + w] = x
     return out
 
 
@@ -122,22 +137,30 @@ def window_view(x, kernel, stride):
     )
 
 
-def im2col(x, kernel, stride):
+def im2col(x, kernel, stride, out=None):
     """Copy every receptive field of ``x`` into a row of a matrix.
 
     Parameters
     ----------
     x : ndarray, shape (N, H, W, C), already padded
     kernel, stride : (int, int)
+    out : ndarray, shape (N*OH*OW, KH*KW*C), optional
+        Where to write (a reused buffer); a new array by default.
 
     Returns
     -------
     cols : ndarray, shape (N*OH*OW, KH*KW*C)
         Row ``(n, i, j)`` is the window at output pixel (i, j), in (p, q, c) order.
     """
-    windows = window_view(x, kernel, stride)
+    xp = backend.get_array_module(x)
+    windows = window_view(x, kernel, stride)  # a view: nothing copied yet
     n, oh, ow, kh, kw, c = windows.shape
-    return windows.reshape(n * oh * ow, kh * kw * c)  # the one copy
+    if out is None:
+        out = xp.empty((n * oh * ow, kh * kw * c), dtype=x.dtype)
+    # The one copy. With stride 1 a window row (q, c) is one contiguous run
+    # of KW*C numbers in x, so this copies long runs, not single pixels.
+    xp.copyto(out.reshape(windows.shape), windows)
+    return out
 
 
 def col2im(dcols, padded_shape, kernel, stride):
@@ -233,8 +256,11 @@ class Conv2D(Layer):
 
     def _weight_matrix(self):
         """``W`` (O, C, KH, KW) as W_mat (KH*KW*C, O), rows in im2col's (p, q, c) order."""
-        o = self.out_channels
-        return self.params["W"].transpose(2, 3, 1, 0).reshape(-1, o)
+        return self.params["W"].transpose(2, 3, 1, 0).reshape(-1, self.out_channels)
+
+    def _flipped_weight_matrix(self):
+        """``W`` rotated by 180 degrees with in/out swapped: (KH*KW*O, C), rows in (p, q, o) order."""
+        return self.params["W"][:, :, ::-1, ::-1].transpose(2, 3, 0, 1).reshape(-1, self.in_channels)
 
     def forward(self, x):
         """Convolve a batch.
@@ -261,27 +287,35 @@ class Conv2D(Layer):
                 f"{self!r}: input of spatial size {(h, w)} is smaller than the kernel "
                 f"{self.kernel_size} after padding"
             )
-        x_pad = pad_channels_last(to_channels_last(x), self._pads(h, w))
-        cols = im2col(x_pad, self.kernel_size, self.stride)  # (N*OH*OW, K)
+        (kh, kw), pads = self.kernel_size, self._pads(h, w)
+        x_cl = to_channels_last(x)
+        x_pad = pad_channels_last(x_cl, pads, out=self._workspace(
+            "x_pad", padded_shape(x_cl.shape, pads), x))
+        cols = im2col(x_pad, self.kernel_size, self.stride,
+                      out=self._workspace("cols", (n * oh * ow, kh * kw * c), x))
         y = cols @ self._weight_matrix()  # (N*OH*OW, O): the GEMM
         y += self.params["b"]  # in place: no second (N*OH*OW, O) buffer
-        self._cache = (cols, x_pad.shape, x.shape)
+        self._cache = (cols, x.shape)
         return to_channels_first(y.reshape(n, oh, ow, self.out_channels))
 
-    def backward(self, dout):
+    def backward(self, dout, input_grad=True):
         """Backpropagate through the convolution.
 
         Parameters
         ----------
         dout : ndarray, shape (N, O, OH, OW)
+        input_grad : bool, default True
+            Skip ``dx`` (return None) when False: a model's first layer
+            needs only its parameter gradients, and dx is half the work.
 
         Returns
         -------
         dx : ndarray, shape (N, C, H, W)
         """
-        cols, padded_shape, x_shape = self._cached()
+        cols, x_shape = self._cached()
         self._check_dout(dout, self.output_shape(x_shape))
-        d2 = to_channels_last(dout).reshape(-1, self.out_channels)  # (N*OH*OW, O)
+        d_cl = to_channels_last(dout)  # (N, OH, OW, O)
+        d2 = d_cl.reshape(-1, self.out_channels)  # (N*OH*OW, O)
         # y = cols @ W_mat + b, the same rule as a Dense layer:
         dW_mat = cols.T @ d2  # dL/dW_mat = cols.T @ dout   (K, O)
         kh, kw = self.kernel_size
@@ -293,9 +327,30 @@ class Conv2D(Layer):
             ),
             "b": d2.sum(axis=0),  # dL/db = dout summed over batch and pixels
         }
+        if not input_grad:
+            return None
+        n, _, h, w = x_shape
+        pads = self._pads(h, w)
+        (top, bottom), (left, right) = pads
+        if self.stride == (1, 1) and max(top, bottom) < kh and max(left, right) < kw:
+            # dx is itself a convolution: each input pixel collects dout from
+            # the KH x KW outputs it touched, through the kernel turned by 180
+            # degrees (and with in/out channels swapped). Pad dout so the
+            # result has the input's size, then reuse im2col + one GEMM:
+            #   dL/dx = im2col(pad(dout)) @ W_flip     (N*H*W, KH*KW*O) @ (KH*KW*O, C)
+            # Same arithmetic as dcols = dout @ W_mat.T followed by col2im,
+            # but with no (N*OH*OW, KH*KW*C) matrix to scatter back, and
+            # tiny when O is small (the model's last, 1-channel layer).
+            back_pads = ((kh - 1 - top, kh - 1 - bottom), (kw - 1 - left, kw - 1 - right))
+            d_pad = pad_channels_last(d_cl, back_pads, out=self._workspace(
+                "dout_pad", padded_shape(d_cl.shape, back_pads), d_cl))
+            dcols = im2col(d_pad, self.kernel_size, (1, 1), out=self._workspace(
+                "dout_cols", (n * h * w, kh * kw * self.out_channels), d_cl))
+            dx = dcols @ self._flipped_weight_matrix()  # (N*H*W, C)
+            return to_channels_first(dx.reshape(n, h, w, self.in_channels))
+        # General case (stride > 1): the textbook route.
         dcols = d2 @ self._weight_matrix().T  # dL/dcols = dout @ W_mat.T   (N*OH*OW, K)
-        dx_pad = col2im(dcols, padded_shape, self.kernel_size, self.stride)
-        _, _, h, w = x_shape
-        (top, _), (left, _) = self._pads(h, w)
+        dx_pad = col2im(dcols, padded_shape((n, h, w, self.in_channels), pads),
+                        self.kernel_size, self.stride)
         dx = dx_pad[:, top : top + h, left : left + w]  # padding gets no gradient
         return to_channels_first(dx)

@@ -65,8 +65,12 @@ class Dense(Layer):
         self._cache = x
         return x @ self.params["W"] + self.params["b"]
 
-    def backward(self, dout):
-        """Backpropagate ``dout`` of shape (N, M); return ``dx`` of shape (N, D)."""
+    def backward(self, dout, input_grad=True):
+        """Backpropagate ``dout`` of shape (N, M); return ``dx`` of shape (N, D).
+
+        With ``input_grad=False`` only the parameter gradients are computed
+        (and None is returned), as for a model's first layer.
+        """
         x = self._cached()
         self._check_dout(dout, (x.shape[0], self.out_features))
         W = self.params["W"]
@@ -75,4 +79,6 @@ class Dense(Layer):
             "W": x.T @ dout,  # dL/dW = x.T @ dout       (D, M)
             "b": dout.sum(axis=0),  # dL/db = sum over the batch of dout  (M,)
         }
+        if not input_grad:
+            return None
         return dout @ W.T  # dL/dx = dout @ W.T        (N, D)
