@@ -33,7 +33,6 @@ class Layer:
         self.params = {}
         self.grads = {}
         self._cache = None
-        self._workspaces = {}
 
     def __call__(self, x):
         return self.forward(x)
@@ -73,30 +72,8 @@ class Layer:
             )
 
     def _workspace(self, name, shape, like):
-        """A scratch array of ``shape`` that is reused from call to call.
-
-        Freshly allocated memory is slow the first time it is touched (the
-        operating system maps it in page by page), and an im2col matrix can
-        be hundreds of MB, so layers keep their big internal buffers instead
-        of allocating them on every step. One flat buffer per name grows to
-        the largest size asked for; smaller batches use its beginning.
-        Never return a workspace as a layer's output: the next call
-        overwrites it.
-
-        Parameters
-        ----------
-        name : str
-        shape : tuple of int
-        like : ndarray
-            The new buffer gets its dtype and array library.
-        """
-        size = math.prod(shape)
-        xp = backend.get_array_module(like)
-        buffer = self._workspaces.get(name)
-        if (buffer is None or buffer.size < size or buffer.dtype != like.dtype
-                or backend.get_array_module(buffer) is not xp):
-            buffer = self._workspaces[name] = xp.empty(size, dtype=like.dtype)
-        return buffer[:size].reshape(shape)
+        """Scratch memory for temporaries, shared by all layers (see :func:`workspace`)."""
+        return workspace(name, shape, like)
 
     def _cached(self):
         """Return the forward cache, or raise if ``forward`` was not called."""
@@ -111,6 +88,38 @@ class Layer:
                 f"{self!r}: backward expected dout of shape {tuple(expected_shape)} "
                 f"(the forward output's), got {tuple(dout.shape)}"
             )
+
+
+_WORKSPACES = {}
+
+
+def workspace(name, shape, like):
+    """A scratch array of ``shape``, reused from call to call and layer to layer.
+
+    Freshly allocated memory is slow the first time it is touched (the
+    operating system maps it in page by page), and im2col matrices are
+    big, so convolutions write them into these buffers instead of
+    allocating new ones on every step. One flat buffer per name grows to
+    the largest size asked for; smaller requests use its beginning.
+
+    The contents are only valid until the next request for the same name,
+    by any layer: use it for temporaries inside one call, never for a
+    forward cache or a layer's output.
+
+    Parameters
+    ----------
+    name : str
+    shape : tuple of int
+    like : ndarray
+        The buffer gets its dtype and array library (NumPy or CuPy).
+    """
+    size = math.prod(shape)
+    xp = backend.get_array_module(like)
+    key = (name, np.dtype(like.dtype).str, xp.__name__)
+    buffer = _WORKSPACES.get(key)
+    if buffer is None or buffer.size < size:
+        buffer = _WORKSPACES[key] = xp.empty(size, dtype=like.dtype)
+    return buffer[:size].reshape(shape)
 
 
 def make_rng(seed=None, rng=None):

@@ -193,6 +193,31 @@ def col2im(dcols, padded_shape, kernel, stride):
     return dx
 
 
+#: How many numbers of an im2col matrix to build at once (16 MB of float32).
+#: A convolution walks through the batch in slices this size: the same
+#: GEMMs, split by rows, so the big matrix never exists in full (for the
+#: tutorial's 28x28x64 layer at batch 128 it would take 231 MB).
+CHUNK_ELEMENTS = 2**22
+
+
+def batch_chunks(n, per_sample):
+    """Split a batch of ``n`` into slices of at most ``CHUNK_ELEMENTS // per_sample`` samples.
+
+    Parameters
+    ----------
+    n : int
+        Batch size N.
+    per_sample : int
+        Numbers of the im2col matrix that one sample needs.
+
+    Returns
+    -------
+    list of slice
+    """
+    step = max(1, CHUNK_ELEMENTS // max(per_sample, 1))
+    return [slice(start, min(start + step, n)) for start in range(0, n, step)]
+
+
 class Conv2D(Layer):
     """2-D convolution (cross-correlation) with a bias, computed by im2col + GEMM.
 
@@ -262,6 +287,19 @@ class Conv2D(Layer):
         """``W`` rotated by 180 degrees with in/out swapped: (KH*KW*O, C), rows in (p, q, o) order."""
         return self.params["W"][:, :, ::-1, ::-1].transpose(2, 3, 0, 1).reshape(-1, self.in_channels)
 
+    def _im2col(self, x, pads, stride):
+        """Pad ``x`` (N', H, W, C) and im2col it, both into shared scratch memory.
+
+        Returns
+        -------
+        cols : ndarray, shape (N'*OH*OW, KH*KW*C), valid until the next call
+        """
+        (kh, kw), (sh, sw) = self.kernel_size, stride
+        x_pad = pad_channels_last(x, pads, out=self._workspace("pad", padded_shape(x.shape, pads), x))
+        n, hp, wp, c = x_pad.shape
+        rows = n * ((hp - kh) // sh + 1) * ((wp - kw) // sw + 1)
+        return im2col(x_pad, self.kernel_size, stride, out=self._workspace("cols", (rows, kh * kw * c), x))
+
     def forward(self, x):
         """Convolve a batch.
 
@@ -281,22 +319,26 @@ class Conv2D(Layer):
                 f"{self!r}: expected {self.in_channels} input channels, "
                 f"got input of shape {tuple(x.shape)} with {c} channels"
             )
-        _, _, oh, ow = self.output_shape(x.shape)
+        _, o, oh, ow = self.output_shape(x.shape)
         if oh < 1 or ow < 1:
             raise ValueError(
                 f"{self!r}: input of spatial size {(h, w)} is smaller than the kernel "
                 f"{self.kernel_size} after padding"
             )
+        xp = backend.get_array_module(x)
         (kh, kw), pads = self.kernel_size, self._pads(h, w)
         x_cl = to_channels_last(x)
-        x_pad = pad_channels_last(x_cl, pads, out=self._workspace(
-            "x_pad", padded_shape(x_cl.shape, pads), x))
-        cols = im2col(x_pad, self.kernel_size, self.stride,
-                      out=self._workspace("cols", (n * oh * ow, kh * kw * c), x))
-        y = cols @ self._weight_matrix()  # (N*OH*OW, O): the GEMM
-        y += self.params["b"]  # in place: no second (N*OH*OW, O) buffer
-        self._cache = (cols, x.shape)
-        return to_channels_first(y.reshape(n, oh, ow, self.out_channels))
+        W_mat = self._weight_matrix()
+        y = xp.empty((n, oh, ow, o), dtype=x.dtype)
+        for batch in batch_chunks(n, oh * ow * kh * kw * c):
+            cols = self._im2col(x_cl[batch], pads, self.stride)  # (N'*OH*OW, K)
+            xp.matmul(cols, W_mat, out=y[batch].reshape(-1, o))  # the GEMM
+        y += self.params["b"]
+        # Keep the input, not the im2col matrix: backward rebuilds the
+        # matrix slice by slice, which costs one more copy but saves memory
+        # nine times the input's size.
+        self._cache = (x_cl, x.shape)
+        return to_channels_first(y)
 
     def backward(self, dout, input_grad=True):
         """Backpropagate through the convolution.
@@ -312,45 +354,46 @@ class Conv2D(Layer):
         -------
         dx : ndarray, shape (N, C, H, W)
         """
-        cols, x_shape = self._cached()
+        x_cl, x_shape = self._cached()
         self._check_dout(dout, self.output_shape(x_shape))
-        d_cl = to_channels_last(dout)  # (N, OH, OW, O)
-        d2 = d_cl.reshape(-1, self.out_channels)  # (N*OH*OW, O)
-        # y = cols @ W_mat + b, the same rule as a Dense layer:
-        dW_mat = cols.T @ d2  # dL/dW_mat = cols.T @ dout   (K, O)
-        kh, kw = self.kernel_size
-        xp = backend.get_array_module(d2)
-        self.grads = {
-            # back from (KH, KW, C, O) rows to the (O, C, KH, KW) layout of W
-            "W": xp.ascontiguousarray(
-                dW_mat.reshape(kh, kw, self.in_channels, self.out_channels).transpose(3, 2, 0, 1)
-            ),
-            "b": d2.sum(axis=0),  # dL/db = dout summed over batch and pixels
-        }
-        if not input_grad:
-            return None
-        n, _, h, w = x_shape
+        xp = backend.get_array_module(dout)
+        n, c, h, w = x_shape
+        o, (kh, kw) = self.out_channels, self.kernel_size
         pads = self._pads(h, w)
         (top, bottom), (left, right) = pads
-        if self.stride == (1, 1) and max(top, bottom) < kh and max(left, right) < kw:
-            # dx is itself a convolution: each input pixel collects dout from
-            # the KH x KW outputs it touched, through the kernel turned by 180
-            # degrees (and with in/out channels swapped). Pad dout so the
-            # result has the input's size, then reuse im2col + one GEMM:
-            #   dL/dx = im2col(pad(dout)) @ W_flip     (N*H*W, KH*KW*O) @ (KH*KW*O, C)
-            # Same arithmetic as dcols = dout @ W_mat.T followed by col2im,
-            # but with no (N*OH*OW, KH*KW*C) matrix to scatter back, and
-            # tiny when O is small (the model's last, 1-channel layer).
-            back_pads = ((kh - 1 - top, kh - 1 - bottom), (kw - 1 - left, kw - 1 - right))
-            d_pad = pad_channels_last(d_cl, back_pads, out=self._workspace(
-                "dout_pad", padded_shape(d_cl.shape, back_pads), d_cl))
-            dcols = im2col(d_pad, self.kernel_size, (1, 1), out=self._workspace(
-                "dout_cols", (n * h * w, kh * kw * self.out_channels), d_cl))
-            dx = dcols @ self._flipped_weight_matrix()  # (N*H*W, C)
-            return to_channels_first(dx.reshape(n, h, w, self.in_channels))
-        # General case (stride > 1): the textbook route.
-        dcols = d2 @ self._weight_matrix().T  # dL/dcols = dout @ W_mat.T   (N*OH*OW, K)
-        dx_pad = col2im(dcols, padded_shape((n, h, w, self.in_channels), pads),
-                        self.kernel_size, self.stride)
-        dx = dx_pad[:, top : top + h, left : left + w]  # padding gets no gradient
-        return to_channels_first(dx)
+        d_cl = to_channels_last(dout)  # (N, OH, OW, O)
+        _, oh, ow, _ = d_cl.shape
+        W_mat, W_flip = self._weight_matrix(), self._flipped_weight_matrix()
+        # dx is itself a convolution when the stride is 1: each input pixel
+        # collects dout from the KH x KW outputs it touched, through the
+        # kernel turned by 180 degrees with in/out channels swapped. Pad dout
+        # so the result has the input's size and reuse im2col + one GEMM:
+        #   dL/dx = im2col(pad(dout)) @ W_flip    (N*H*W, KH*KW*O) @ (KH*KW*O, C)
+        # Same sums as dcols = dout @ W_mat.T followed by col2im, without
+        # scattering a (N*OH*OW, KH*KW*C) matrix back, and tiny when O is
+        # small (the model's last, 1-channel layer).
+        flipped = self.stride == (1, 1) and max(top, bottom) < kh and max(left, right) < kw
+        back_pads = ((kh - 1 - top, kh - 1 - bottom), (kw - 1 - left, kw - 1 - right))
+        dW_mat = xp.zeros((kh * kw * c, o), dtype=dout.dtype)
+        dx = xp.empty((n, h, w, c), dtype=dout.dtype) if input_grad else None
+        for batch in batch_chunks(n, max(oh * ow * kh * kw * c, h * w * kh * kw * o)):
+            d2 = d_cl[batch].reshape(-1, o)  # (N'*OH*OW, O)
+            cols = self._im2col(x_cl[batch], pads, self.stride)  # rebuilt, see forward
+            # y = cols @ W_mat + b, the same rule as a Dense layer:
+            dW_mat += cols.T @ d2  # dL/dW_mat = cols.T @ dout, summed over slices
+            if not input_grad:
+                continue
+            if flipped:
+                dcols = self._im2col(d_cl[batch], back_pads, (1, 1))
+                xp.matmul(dcols, W_flip, out=dx[batch].reshape(-1, c))
+            else:  # stride > 1: the textbook route
+                dcols = d2 @ W_mat.T  # dL/dcols = dout @ W_mat.T   (N'*OH*OW, K)
+                dx_pad = col2im(dcols, padded_shape(x_cl[batch].shape, pads),
+                                self.kernel_size, self.stride)
+                dx[batch] = dx_pad[:, top : top + h, left : left + w]  # padding gets no gradient
+        self.grads = {
+            # back from (KH, KW, C, O) rows to the (O, C, KH, KW) layout of W
+            "W": xp.ascontiguousarray(dW_mat.reshape(kh, kw, c, o).transpose(3, 2, 0, 1)),
+            "b": d_cl.reshape(-1, o).sum(axis=0),  # dL/db = dout summed over batch and pixels
+        }
+        return None if dx is None else to_channels_first(dx)
