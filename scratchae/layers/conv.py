@@ -336,7 +336,7 @@ class Conv2D(Layer):
         y += self.params["b"]
         # Keep the input, not the im2col matrix: backward rebuilds the
         # matrix slice by slice, which costs one more copy but saves memory
-        # nine times the input's size.
+        # KH*KW times the input's size.
         self._cache = (x_cl, x.shape)
         return to_channels_first(y)
 
@@ -376,7 +376,10 @@ class Conv2D(Layer):
         back_pads = ((kh - 1 - top, kh - 1 - bottom), (kw - 1 - left, kw - 1 - right))
         dW_mat = xp.zeros((kh * kw * c, o), dtype=dout.dtype)
         dx = xp.empty((n, h, w, c), dtype=dout.dtype) if input_grad else None
-        for batch in batch_chunks(n, max(oh * ow * kh * kw * c, h * w * kh * kw * o)):
+        per_sample = oh * ow * kh * kw * c  # im2col of x, for dW
+        if input_grad:
+            per_sample = max(per_sample, h * w * kh * kw * o)  # im2col of dout, for dx
+        for batch in batch_chunks(n, per_sample):
             d2 = d_cl[batch].reshape(-1, o)  # (N'*OH*OW, O)
             cols = self._im2col(x_cl[batch], pads, self.stride)  # rebuilt, see forward
             # y = cols @ W_mat + b, the same rule as a Dense layer:
@@ -386,7 +389,7 @@ class Conv2D(Layer):
             if flipped:
                 dcols = self._im2col(d_cl[batch], back_pads, (1, 1))
                 xp.matmul(dcols, W_flip, out=dx[batch].reshape(-1, c))
-            else:  # stride > 1: the textbook route
+            else:  # stride > 1 (or padding >= kernel): the textbook route
                 dcols = d2 @ W_mat.T  # dL/dcols = dout @ W_mat.T   (N'*OH*OW, K)
                 dx_pad = col2im(dcols, padded_shape(x_cl[batch].shape, pads),
                                 self.kernel_size, self.stride)

@@ -79,14 +79,15 @@ class MaxPool2D(Layer):
         # step one vectorised comparison over the whole batch. ``arg`` records
         # which offset won; on a tie the first one keeps it (strict ">").
         y = windows[:, :, :, 0, 0, :].copy()
-        arg = xp.zeros(y.shape, dtype=np.uint8)
+        # the winning offset, 0 .. KH*KW-1: one byte is enough for windows up to 16x16
+        arg = xp.zeros(y.shape, dtype=np.uint8 if kh * kw <= 256 else np.int32)
         for k in range(1, kh * kw):
             candidate = windows[:, :, :, k // kw, k % kw, :]
             wins = xp.greater(candidate, y)
             xp.maximum(y, candidate, out=y)
             # arg = k where this offset wins, else unchanged. Written as
             # arithmetic because a masked copy (copyto with where=) is ~10x slower.
-            arg += wins * (k - arg).astype(np.uint8)
+            arg += wins * (k - arg).astype(arg.dtype)
         self._cache = (arg, x_pad.shape, x.shape)
         return to_channels_first(y)
 

@@ -76,8 +76,10 @@ class Upsample2D(Layer):
         _, _, oh, ow = self.output_shape(x.shape)
         rows, cols = nearest_index(h, oh), nearest_index(w, ow)
         self._cache = (rows, cols, x.shape)
-        # One gather: y[n, i, j, c] = x[n, rows[i], cols[j], c]
-        y = to_channels_last(x)[:, xp.asarray(rows)[:, None], xp.asarray(cols)[None, :], :]
+        # y[n, i, j, c] = x[n, rows[i], cols[j], c]: gather rows, then columns.
+        # (Two takes, not one fancy index x[:, rows[:, None], cols, :], whose
+        # result NumPy lays out batch-last; this keeps the output channels-last.)
+        y = to_channels_last(x).take(xp.asarray(rows), axis=1).take(xp.asarray(cols), axis=2)
         return to_channels_first(y)
 
     def backward(self, dout):
