@@ -9,6 +9,7 @@ line ``test bce=... psnr_in=...dB psnr_out=...dB``.
 
 import argparse
 import math
+import os
 import shlex
 import sys
 import tempfile
@@ -19,6 +20,22 @@ from . import backend
 from .data import load_mnist
 from .noise import NOISES, make_noise
 from .train import Trainer, TrainingDiverged, TrainingInterrupted, format_summary
+
+
+MNIST_SHAPE = (1, 28, 28)  # one image, as every demo feeds it to its model
+
+
+class DemoParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are one line, ``error: <message>``.
+
+    argparse's default prints the whole usage block and the program's name
+    before the message; a learner then has to look for what went wrong.
+    The exit code stays 2 (argparse's, "bad command line"); ``--help``
+    still shows the full usage.
+    """
+
+    def error(self, message):
+        self.exit(2, f"error: {message}\n")
 
 
 def positive_int(text):
@@ -40,6 +57,17 @@ def positive_float(text):
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
     if not (math.isfinite(value) and value > 0):
         raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text!r}")
+    return value
+
+
+def non_negative_int(text):
+    """argparse type: an int >= 0 (a seed)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
     return value
 
 
@@ -76,7 +104,7 @@ class DemoSpec:
 
 def build_parser(spec):
     """The common flags, with the demo's defaults."""
-    parser = argparse.ArgumentParser(
+    parser = DemoParser(
         description=spec.description,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -90,7 +118,7 @@ def build_parser(spec):
     parser.add_argument("--data-dir", default=None,
                         help="directory with the MNIST IDX files (default: $SCRATCHAE_DATA, "
                              "the cache, a download, or the bundled sample)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=non_negative_int, default=0)
     parser.add_argument("--out", default="out", help="directory for figures and the checkpoint")
     parser.add_argument("--resume", action="store_true",
                         help="continue from the checkpoint OUT/NAME.npz")
@@ -113,8 +141,14 @@ def check_output_dir(path):
         with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
             pass
     except OSError as error:
-        raise OSError(f"--out {str(path)!r} is not a writable directory ({error.strerror or error})") from None
+        raise OSError(f"--out {str(path)!r} is not a writable directory "
+                      f"({error.strerror or error})") from None
     return path
+
+
+def _say(message):
+    """Print a progress line to stdout at once (a pipe would otherwise hold it back)."""
+    print(message, flush=True)
 
 
 def load_data(args):
@@ -129,14 +163,28 @@ def load_data(args):
     return data, train
 
 
-def resume_command():
-    """The command line that was run, with ``--resume`` added."""
-    argv = [a for a in sys.argv if a != "--resume"]
-    return "python " + " ".join(shlex.quote(a) for a in argv) + " --resume"
+def resume_command(argv=None):
+    """The command line that was run, with ``--resume`` added.
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        The arguments after the script's name (default ``sys.argv[1:]``).
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    words = [sys.argv[0] or "demo.py"] + [a for a in argv if a != "--resume"] + ["--resume"]
+    return "python " + " ".join(shlex.quote(a) for a in words)
 
 
-def train_demo(spec, args, log=print):
+def train_demo(spec, args, log=None):
     """Build, train (or resume) and evaluate one demo's model.
+
+    Everything that can be checked before training is checked first, in
+    this order, so a mistake costs seconds, not an epoch: the backend,
+    ``--out``, that the checkpoint to resume exists, the noise, that the
+    checkpoint fits the model (before anything is loaded), then the data.
+    Right before training starts, one line ``training: ...`` is printed
+    (and flushed), so a script can wait for it.
 
     Returns
     -------
@@ -145,24 +193,35 @@ def train_demo(spec, args, log=print):
     metrics : dict
         Final test metrics (``bce``, ``psnr_in``, ``psnr_out``).
     """
+    log = log or _say
     backend.set_backend(args.backend)
     out = check_output_dir(args.out)
     checkpoint = out / f"{spec.name}.npz"
     if args.resume and not checkpoint.exists():
         raise FileNotFoundError(f"--resume: no checkpoint at {checkpoint} (run without --resume first)")
-    data, train = load_data(args)
-    log(f"{spec.name}: {len(train)} training / {len(data.test_images)} test images "
-        f"from {data.source}; backend {args.backend}")
     noise = None
     if spec.noise_factor is not None:
-        noise = make_noise(args.noise, args.noise_factor)
-    trainer = Trainer(spec.build_model(args), lr=args.lr, batch_size=args.batch_size,
+        try:
+            noise = make_noise(args.noise, args.noise_factor)
+        except ValueError as error:
+            raise ValueError(f"--noise {args.noise} --noise-factor {args.noise_factor}: {error}") from None
+    model = spec.build_model(args)
+    if getattr(model, "input_shape", ()) is None:
+        model.input_shape = MNIST_SHAPE  # the demos feed MNIST digits; say so if not
+    if getattr(model, "name", None) == "Sequential":
+        model.name = spec.name  # errors then name the demo's model
+    trainer = Trainer(model, lr=args.lr, batch_size=args.batch_size,
                       noise=noise, seed=args.seed, checkpoint=checkpoint,
                       progress=not args.no_progress, log=log)
     if args.resume:
-        meta = trainer.resume(checkpoint)
+        meta = trainer.resume(checkpoint)  # checks it all before changing anything
         log(f"resumed from {checkpoint}: {meta['epoch']} epochs and {meta['step']} batches done")
+    data, train = load_data(args)
+    log(f"{spec.name}: {len(train)} training / {len(data.test_images)} test images "
+        f"from {data.source}; backend {args.backend}")
     if trainer.epoch < args.epochs:
+        log(f"training: epochs {trainer.epoch + 1}..{args.epochs}, batch size {args.batch_size}, "
+            f"lr {args.lr:g}; checkpoint {checkpoint} (Ctrl-C saves it and stops)")
         trainer.fit(train, data.test_images, epochs=args.epochs)
     history = trainer.history
     if history["test_loss"] and history["test_loss"][-1] is not None and trainer.epoch == len(history["test_loss"]):
@@ -173,25 +232,98 @@ def train_demo(spec, args, log=print):
     return trainer, data, metrics
 
 
-def run_demo(spec, argv=None):
-    """Parse flags, train, draw figures, print the summary; return the exit code."""
-    args = build_parser(spec).parse_args(argv)
+def one_line(error):
+    """An exception's message on one line (multi-line messages are joined with '; ')."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return "; ".join(lines) or type(error).__name__
+
+
+def report_error(error):
+    """Print ``error: <message>`` as one line on stderr."""
+    print(f"error: {one_line(error)}", file=sys.stderr)
+
+
+def report_interrupt(stop, checkpoint=None, argv=None):
+    """Say on stderr, in one line plus the resume command, that Ctrl-C stopped the run.
+
+    Parameters
+    ----------
+    stop : KeyboardInterrupt
+        A :class:`TrainingInterrupted` (a checkpoint was saved) or a plain
+        Ctrl-C that came outside training (loading data, drawing figures).
+    checkpoint : Path, optional
+        The demo's checkpoint, to tell whether an earlier state was kept.
+    argv : list of str, optional
+        The command's arguments, for the resume command.
+    """
+    lead = "\n" if sys.stderr.isatty() else ""  # end the terminal's "^C" line
+    if isinstance(stop, TrainingInterrupted) and stop.checkpoint:
+        print(f"{lead}interrupted: checkpoint saved to {stop.checkpoint}; resume with:\n"
+              f"  {resume_command(argv)}", file=sys.stderr)
+    elif checkpoint is not None and Path(checkpoint).exists():
+        print(f"{lead}interrupted: {checkpoint} holds the last saved state; "
+              f"resume with: {resume_command(argv)}", file=sys.stderr)
+    elif checkpoint is not None or isinstance(stop, TrainingInterrupted):
+        print(f"{lead}interrupted: nothing was saved", file=sys.stderr)
+    else:
+        print(f"{lead}interrupted", file=sys.stderr)
+
+
+def run_guarded(main, checkpoint=None, argv=None):
+    """Run ``main()`` the way every demo runs; return the exit code.
+
+    Errors become one ``error: ...`` line on stderr (no traceback; set the
+    environment variable ``SCRATCHAE_TRACEBACK=1`` to see it) and exit
+    code 1; Ctrl-C, during training or outside it, exit code 130 with how
+    to resume. Bad flags exit with 2 from argparse (:class:`DemoParser`).
+
+    Parameters
+    ----------
+    main : callable
+        ``main() -> metrics``: the test metrics to print as the last line
+        (see :func:`~scratchae.train.format_summary`), or None.
+    checkpoint : Path, optional
+        The checkpoint that a Ctrl-C outside training leaves behind.
+    argv : list of str, optional
+        The arguments (default ``sys.argv[1:]``), for the resume command.
+    """
     try:
+        metrics = main()
+    except KeyboardInterrupt as stop:  # TrainingInterrupted, or Ctrl-C outside fit
+        report_interrupt(stop, checkpoint, argv)
+        return 130
+    except MemoryError as error:  # NumPy's, and CuPy's OutOfMemoryError
+        if os.environ.get("SCRATCHAE_TRACEBACK"):
+            raise
+        print(f"error: out of memory ({one_line(error)}); try a smaller --batch-size",
+              file=sys.stderr)
+        return 1
+    except (TrainingDiverged, ValueError, TypeError, RuntimeError, OSError) as error:
+        if os.environ.get("SCRATCHAE_TRACEBACK"):  # for developers: the full traceback
+            raise
+        report_error(error)
+        return 1
+    if metrics is not None:
+        print(format_summary(metrics))
+    return 0
+
+
+def run_demo(spec, argv=None):
+    """Parse flags, train, draw figures, print the summary; return the exit code.
+
+    Exit codes: 0 done; 1 an error (one ``error: ...`` line on stderr, no
+    traceback); 2 a bad flag (likewise, from argparse); 130 Ctrl-C (after
+    saving a checkpoint when training was under way). See :func:`run_guarded`.
+    """
+    args = build_parser(spec).parse_args(argv)
+
+    def main():
         trainer, data, metrics = train_demo(spec, args)
         for path in spec.make_figures(trainer, data, args):
-            print(f"wrote {path}")
-    except TrainingInterrupted as stop:
-        where = f"checkpoint saved to {stop.checkpoint}; " if stop.checkpoint else ""
-        print(f"\ninterrupted: {where}resume with:\n  {resume_command()}", file=sys.stderr)
-        return 130
-    except TrainingDiverged as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    except (ValueError, RuntimeError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    print(format_summary(metrics))
-    return 0
+            print(f"wrote {path}", flush=True)
+        return metrics
+
+    return run_guarded(main, checkpoint=Path(args.out) / f"{spec.name}.npz", argv=argv)
 
 
 def figure_digits(data, trainer, start=10, count=10):
@@ -207,5 +339,6 @@ def figure_digits(data, trainer, start=10, count=10):
     return [("noisy", backend.to_numpy(noisy)), ("denoised", denoised), ("clean", clean)]
 
 
-__all__ = ["DemoSpec", "run_demo", "train_demo", "build_parser", "positive_int",
-           "positive_float", "figure_digits"]
+__all__ = ["DemoSpec", "DemoParser", "run_demo", "train_demo", "build_parser", "positive_int",
+           "positive_float", "non_negative_int", "figure_digits", "report_error",
+           "report_interrupt", "resume_command", "run_guarded"]

@@ -1,9 +1,33 @@
 """Sigmoid cross-entropy from logits, written to be numerically stable."""
 
-import numpy as np
-
 from . import backend
 from .layers.activations import sigmoid
+from .layers.base import nonfinite_summary
+
+
+def check_unit_interval(values, what):
+    """Raise ``ValueError`` unless every value is finite and in [0, 1].
+
+    Two reductions (min and max; NaN propagates through both), read back
+    together: one wait on CuPy.
+
+    Parameters
+    ----------
+    values : ndarray, any shape
+    what : str
+        Names the array in the message, e.g. ``"Trainer.fit: train_images"``.
+    """
+    if values.size == 0:
+        return
+    xp = backend.get_array_module(values)
+    lo, hi = (float(v) for v in backend.to_numpy(xp.stack([values.min(), values.max()])))
+    if 0.0 <= lo and hi <= 1.0:  # False for NaN
+        return
+    problem = nonfinite_summary(values)
+    if problem is not None:
+        raise ValueError(f"{what} must be finite, in [0, 1]; found {problem}")
+    raise ValueError(f"{what} must be in [0, 1], got values from {lo:g} to {hi:g} "
+                     f"(scale images to [0, 1], e.g. divide uint8 pixels by 255)")
 
 
 class SigmoidCrossEntropy:
@@ -17,9 +41,20 @@ class SigmoidCrossEntropy:
     The second form never exponentiates a positive number, so it is finite
     for logits of any size (try +-1000), and it needs no ``clip(p, eps)``.
     Its derivative is simply ``dl/dx = sigmoid(x) - t``.
+
+    Parameters
+    ----------
+    check_targets : bool, default True
+        Check on every call that ``targets`` are finite and in [0, 1]
+        (a pass over them, and on CuPy a wait for the GPU). A training loop
+        that has checked its whole dataset once up front switches this off
+        (see :class:`scratchae.train.Trainer`). The logits are never
+        checked: NaN/inf logits mean training diverged, which the loop
+        detects from the returned loss.
     """
 
-    def __init__(self):
+    def __init__(self, check_targets=True):
+        self.check_targets = bool(check_targets)
         self._cache = None
 
     def __call__(self, logits, targets):
@@ -38,12 +73,20 @@ class SigmoidCrossEntropy:
         loss : 0-d ndarray
             Stays on the device (call ``float()`` to read it), so a GPU
             training loop need not wait for it.
+
+        Raises
+        ------
+        ValueError
+            If the shapes differ, or (with ``check_targets``) a target is
+            NaN, infinite or outside [0, 1]. Nothing is cached then.
         """
         if tuple(logits.shape) != tuple(targets.shape):
             raise ValueError(
                 f"SigmoidCrossEntropy: logits and targets must have the same shape, "
                 f"got logits {tuple(logits.shape)} and targets {tuple(targets.shape)}"
             )
+        if self.check_targets:
+            check_unit_interval(targets, "SigmoidCrossEntropy: targets")
         xp = backend.get_array_module(logits)
         x, t = logits, targets
         loss = xp.maximum(x, 0) - x * t + xp.log1p(xp.exp(-xp.abs(x)))

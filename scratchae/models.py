@@ -2,6 +2,7 @@
 
 import os
 import zipfile
+import zlib
 
 import numpy as np
 
@@ -9,7 +10,7 @@ from . import backend
 from .layers import (Conv2D, Dense, Flatten, MaxPool2D, ReLU, Reshape,
                      Upsample2D)
 from .fileio import atomic_write
-from .layers.base import check_float_dtype
+from .layers.base import check_float_dtype, nonfinite_summary
 
 
 class Sequential:
@@ -18,6 +19,18 @@ class Sequential:
     Parameters
     ----------
     layers : list of Layer
+    input_shape : tuple of int, optional
+        The shape of one sample, e.g. ``(1, 28, 28)``. When given,
+        ``forward`` checks every batch against it and names the model in
+        the error, before any layer runs. Without it, the layers check what
+        they can (a convolution accepts any image size).
+    name : str, optional
+        Names the model in error messages (default ``"Sequential"``).
+    check_finite : bool, default True
+        Check that every input to ``forward`` is free of NaN and inf. That
+        is a pass over the batch (and, on CuPy, a wait for the GPU), so a
+        training loop that has checked its whole dataset once switches it
+        off (see :class:`scratchae.train.Trainer`).
 
     Attributes
     ----------
@@ -25,8 +38,26 @@ class Sequential:
         Every layer's arrays, keyed ``"<layer index>.<name>"`` (e.g. ``"0.W"``).
     """
 
-    def __init__(self, layers):
+    def __init__(self, layers, input_shape=None, *, name=None, check_finite=True):
         self.layers = list(layers)
+        for i, layer in enumerate(self.layers):
+            if not (callable(getattr(layer, "forward", None))
+                    and callable(getattr(layer, "backward", None))):
+                raise TypeError(f"Sequential: item {i} ({layer!r}) is not a layer "
+                                f"(it needs forward and backward methods)")
+        if input_shape is not None:
+            try:
+                input_shape = tuple(int(s) for s in input_shape)
+            except (TypeError, ValueError):
+                raise ValueError(f"Sequential: input_shape must be a tuple of ints, "
+                                 f"got {input_shape!r}") from None
+            if any(s < 1 for s in input_shape):
+                raise ValueError(f"Sequential: input_shape must hold positive ints, "
+                                 f"got {input_shape!r}")
+        self.input_shape = input_shape
+        self.name = name or "Sequential"
+        self.check_finite = bool(check_finite)
+        self._output_shape = None  # shape of the last forward's output
 
     def __call__(self, x):
         return self.forward(x)
@@ -35,10 +66,40 @@ class Sequential:
         inner = "".join(f"\n  ({i}) {layer!r}" for i, layer in enumerate(self.layers))
         return f"Sequential({inner}\n)"
 
+    def check_input(self, x):
+        """Raise unless ``x`` is a batch this model accepts; changes nothing.
+
+        Checks the array type and dtype, the shape against ``input_shape``
+        (if set) and, with ``check_finite``, that there is no NaN or inf.
+
+        Raises
+        ------
+        TypeError
+            If ``x`` is not a floating-point array.
+        ValueError
+            If its shape is wrong or it holds NaN or inf.
+        """
+        name = self.name
+        if not (hasattr(x, "shape") and hasattr(x, "dtype")):
+            raise TypeError(f"{name}: expected an array, got {type(x).__name__}")
+        if not np.issubdtype(x.dtype, np.floating):
+            raise TypeError(f"{name}: expected a floating-point input (e.g. float32 in [0, 1]), "
+                            f"got dtype {x.dtype}")
+        if self.input_shape is not None and tuple(x.shape[1:]) != self.input_shape:
+            expected = ", ".join(["N", *map(str, self.input_shape)])
+            raise ValueError(f"{name}: expected input of shape ({expected}), "
+                             f"got {tuple(x.shape)}")
+        if self.check_finite:
+            problem = nonfinite_summary(x)
+            if problem is not None:
+                raise ValueError(f"{name}: the input holds NaN or inf ({problem})")
+
     def forward(self, x):
         """x : ndarray, the first layer's input shape -> the last layer's output."""
+        self.check_input(x)
         for layer in self.layers:
             x = layer.forward(x)
+        self._output_shape = tuple(x.shape)
         return x
 
     def backward(self, dout, input_grad=True):
@@ -53,7 +114,21 @@ class Sequential:
             When False, stop at the first layer that has parameters and
             return None: training needs no gradient with respect to the
             input images, and skipping it saves the first layer's dx.
+
+        Raises
+        ------
+        RuntimeError
+            If ``forward`` was never called.
+        ValueError
+            If ``dout`` does not have the last output's shape (no gradient
+            is changed then).
         """
+        if self._output_shape is None:
+            raise RuntimeError(f"{self.name}: backward() called before forward()")
+        if not hasattr(dout, "shape") or tuple(dout.shape) != self._output_shape:
+            got = tuple(dout.shape) if hasattr(dout, "shape") else type(dout).__name__
+            raise ValueError(f"{self.name}: backward expected dout of shape "
+                             f"{self._output_shape} (the forward output's), got {got}")
         first = next((i for i, layer in enumerate(self.layers) if layer.params), 0)
         for i in range(len(self.layers) - 1, -1, -1):
             if not input_grad and i == first:
@@ -99,24 +174,36 @@ class Sequential:
     def load_state_arrays(self, arrays, source="checkpoint"):
         """Copy arrays (keyed like ``params``) into the parameters, in place.
 
-        Checks every key and shape first, so a mismatch changes nothing.
+        Checks every key, shape, dtype and value first, so a mismatch
+        changes nothing.
         """
+        self.check_state_arrays(arrays, source)
+        for k, p in self.params.items():
+            p[...] = backend.asarray(arrays[k], dtype=p.dtype)
+
+    def check_state_arrays(self, arrays, source="checkpoint"):
+        """Raise ``ValueError`` unless ``arrays`` fit this model's parameters; changes nothing."""
         params = self.params
         missing = sorted(set(params) - set(arrays))
         extra = sorted(set(arrays) - set(params))
         if missing or extra:
             raise ValueError(
-                f"{source} does not match this model: missing {missing or 'nothing'}, "
-                f"unexpected {extra or 'nothing'}"
+                f"{source} does not match this model ({self.name}): missing "
+                f"{', '.join(missing) or 'nothing'}, unexpected {', '.join(extra) or 'nothing'}"
             )
         for k, p in params.items():
-            if tuple(arrays[k].shape) != tuple(p.shape):
+            a = arrays[k]
+            if tuple(a.shape) != tuple(p.shape):
                 raise ValueError(
-                    f"{source} does not match this model: parameter {k} has shape "
-                    f"{tuple(arrays[k].shape)}, expected {tuple(p.shape)}"
+                    f"{source} does not match this model ({self.name}): parameter {k} has "
+                    f"shape {tuple(a.shape)}, expected {tuple(p.shape)}"
                 )
-        for k, p in params.items():
-            p[...] = backend.asarray(arrays[k], dtype=p.dtype)
+            if not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
+                raise ValueError(f"{source}: parameter {k} has dtype {a.dtype}, expected numbers")
+            problem = nonfinite_summary(a)
+            if problem is not None:
+                raise ValueError(f"{source}: parameter {k} is not finite ({problem}); "
+                                 f"the checkpoint is damaged")
 
     def save(self, path):
         """Write the parameters to ``path`` (``.npz``), atomically.
@@ -135,17 +222,42 @@ class Sequential:
             If the file is not a readable ``.npz`` or was saved from another
             architecture.
         """
+        self.load_state_arrays(self.read_checkpoint(path), source=str(path))
+
+    def read_checkpoint(self, path):
+        """Read and check the weights in ``path`` for this model; changes nothing.
+
+        Returns
+        -------
+        dict of str to ndarray
+            The weight arrays (host NumPy), keyed like ``params``.
+
+        Raises
+        ------
+        FileNotFoundError
+            If there is no such file.
+        ValueError
+            If the file is not a readable ``.npz`` or does not fit this model.
+        """
         arrays = load_npz(path)
         # A training checkpoint also stores optimizer and loop state under
         # "train/..." keys (see scratchae.train); a model needs only its weights.
         arrays = {k: v for k, v in arrays.items() if not k.startswith("train/")}
         saved = str(arrays.pop("__architecture__", ""))
-        if saved and saved != self.architecture():
+        mine = self.architecture()
+        if saved and saved != mine:
+            theirs, ours = saved.split("\n"), mine.split("\n")
+            i = next((i for i, (a, b) in enumerate(zip(theirs, ours)) if a != b),
+                     min(len(theirs), len(ours)))
+            there = theirs[i] if i < len(theirs) else "missing"
+            here = ours[i] if i < len(ours) else "missing"
             raise ValueError(
-                f"{path}: checkpoint is of another architecture.\n"
-                f"saved:\n{saved}\nthis model:\n{self.architecture()}"
+                f"{path}: checkpoint is of another architecture than this model "
+                f"({self.name}): it has {len(theirs)} layers, this model {len(ours)}; "
+                f"layer {i} is {there} there but {here} here"
             )
-        self.load_state_arrays(arrays, source=str(path))
+        self.check_state_arrays(arrays, source=str(path))
+        return arrays
 
 
 def save_npz(path, arrays):
@@ -155,15 +267,35 @@ def save_npz(path, arrays):
 
 
 def load_npz(path):
-    """Read every array of an ``.npz`` file into a dict, with clear errors."""
+    """Read every array of an ``.npz`` file into a dict, with clear errors.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist (or is a directory).
+    ValueError
+        If it is not a complete ``.npz`` archive: another kind of file
+        (e.g. a single ``.npy`` array or text), a truncated or corrupt one.
+    """
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise FileNotFoundError(f"{path}: is a directory, not an .npz checkpoint")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: no such checkpoint file")
     try:
-        with np.load(path, allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
-    except FileNotFoundError:
-        raise
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as error:
-        raise ValueError(f"{path}: not a readable .npz checkpoint ({error})") from None
+        # Our own file object, closed by the "with" even when np.load fails
+        # half-way (np.load would leak the handle it opened itself).
+        with open(path, "rb") as f:
+            data = np.load(f, allow_pickle=False)
+            if not isinstance(data, np.lib.npyio.NpzFile):
+                raise ValueError(f"it holds a single {type(data).__name__}, "
+                                 f"not an archive of named arrays")
+            with data:
+                return {k: data[k] for k in data.files}
+    except (zipfile.BadZipFile, zlib.error, ValueError, OSError, EOFError, KeyError) as error:
+        reason = str(error) or type(error).__name__
+        raise ValueError(f"{path}: not a readable .npz checkpoint ({reason}); "
+                         f"it may be truncated or not a checkpoint at all") from None
 
 
 def dense_autoencoder(hidden=64, *, seed=0, dtype=np.float32):
@@ -229,5 +361,60 @@ def conv_denoiser(*, seed=0, dtype=np.float32):
         Upsample2D(size=(7, 7)), conv(32, 32), ReLU(),
         Upsample2D(size=(14, 14)), conv(32, 64), ReLU(),
         Upsample2D(size=(28, 28)), conv(64, 64), ReLU(),
+        conv(64, 1),                                         # logits
+    ])
+
+
+def conv_denoiser_transposed(*, seed=0, dtype=np.float32):
+    """:func:`conv_denoiser` with a decoder of transposed convolutions.
+
+    The encoder is built exactly as in :func:`conv_denoiser` (same layers,
+    same seed, hence the same initial weights). The decoder has the same
+    channel counts and output sizes, but each "resize + 3x3 conv" becomes
+    one learned upsampling, a 3x3 transposed convolution with stride 2:
+    4x4x32 -> 7x7x32 -> 14x14x64 -> 28x28x64 (ReLU after each), then the
+    same 3x3 'same' conv to 1 channel (logits).
+
+    The kernel (3) is deliberately not a multiple of the stride (2): the
+    kernel copies of neighbouring input pixels then overlap unevenly
+    (depending on the parity of its row and column, an output pixel sums
+    2 x 2, 2 x 1 or 1 x 1 of them), which is what paints checkerboard
+    artifacts (Odena et al., Distill 2016). This model exists to show and measure them; see
+    ``demos/checkerboard.py`` and :mod:`scratchae.checkerboard`.
+
+    Sizes: ``OH = (H - 1)*2 - 2*1 + 3 + output_padding``, so 4 -> 7 with
+    output_padding 0, and 7 -> 14, 14 -> 28 with output_padding 1.
+
+    Parameters
+    ----------
+    seed : int
+    dtype : {numpy.float32, numpy.float64}
+
+    Returns
+    -------
+    Sequential
+        Input (N, 1, 28, 28); output logits (N, 1, 28, 28).
+    """
+    from .layers import ConvTranspose2D
+
+    dtype = check_float_dtype(dtype, "conv_denoiser_transposed")
+    rng = np.random.default_rng(seed)
+
+    def conv(c_in, c_out):
+        return Conv2D(c_in, c_out, 3, padding="same", dtype=dtype, rng=rng)
+
+    def up(c_in, c_out, output_padding):
+        return ConvTranspose2D(c_in, c_out, 3, stride=2, padding=1,
+                               output_padding=output_padding, dtype=dtype, rng=rng)
+
+    return Sequential([
+        # encoder (as in conv_denoiser)
+        conv(1, 64), ReLU(), MaxPool2D(2),                   # 28x28x64 -> 14x14x64
+        conv(64, 64), ReLU(), MaxPool2D(2),                  # 14x14x64 -> 7x7x64
+        conv(64, 32), ReLU(), MaxPool2D(2, padding="same"),  # 7x7x32 -> 4x4x32
+        # decoder: stride-2 transposed convolutions
+        up(32, 32, 0), ReLU(),                               # 4x4x32 -> 7x7x32
+        up(32, 64, 1), ReLU(),                               # 7x7x32 -> 14x14x64
+        up(64, 64, 1), ReLU(),                               # 14x14x64 -> 28x28x64
         conv(64, 1),                                         # logits
     ])

@@ -9,6 +9,7 @@ the backend.
 """
 
 import math
+import numbers
 
 import numpy as np
 
@@ -16,7 +17,9 @@ from . import backend
 
 
 def _check_amount(value, name, upper=None):
-    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+    """Raise ``ValueError`` unless ``value`` is a finite number in (0, upper]."""
+    if (isinstance(value, bool) or not isinstance(value, numbers.Real)
+            or not math.isfinite(value) or value <= 0):
         raise ValueError(f"{name} must be a positive finite number, got {value!r}")
     if upper is not None and value > upper:
         raise ValueError(f"{name} must be at most {upper}, got {value!r}")

@@ -1,34 +1,66 @@
 """Optimizers that update parameter arrays in place: SGD and Adam."""
 
 import math
+import numbers
 
 from . import backend
+from .layers.base import nonfinite_summary
+
+
+def _positive_finite(value, name, owner):
+    """Return ``float(value)``, raising ``ValueError`` unless it is a finite number > 0."""
+    if (isinstance(value, bool) or not isinstance(value, numbers.Real)
+            or not math.isfinite(value) or value <= 0):
+        raise ValueError(f"{owner}: {name} must be a positive finite number, got {value!r}")
+    return float(value)
 
 
 class Optimizer:
-    """Shared bookkeeping: the parameter list and the check of a gradient list."""
+    """Shared bookkeeping: the parameter list and the check of a gradient list.
+
+    Every check runs before the first parameter is touched, so a call that
+    raises leaves the parameters and the optimizer's state as they were.
+    """
 
     def __init__(self, params, lr):
         self.params = list(params)
+        name = type(self).__name__
         if not self.params:
-            raise ValueError(f"{type(self).__name__}: got an empty parameter list")
-        if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
-            raise ValueError(f"{type(self).__name__}: lr must be a positive finite number, got {lr!r}")
-        self.lr = float(lr)
+            raise ValueError(f"{name}: got an empty parameter list")
+        for i, p in enumerate(self.params):
+            if not hasattr(p, "shape") or not hasattr(p, "dtype"):
+                raise TypeError(f"{name}: parameter {i} is a {type(p).__name__}, expected an array")
+        self.lr = _positive_finite(lr, "lr", name)
 
     def _check(self, grads):
-        grads = list(grads)
         name = type(self).__name__
+        try:
+            grads = list(grads)
+        except TypeError:
+            raise TypeError(
+                f"{name}.step: expected a list of {len(self.params)} gradient arrays, "
+                f"got {type(grads).__name__}"
+            ) from None
         if len(grads) != len(self.params):
             raise ValueError(
                 f"{name}.step: expected {len(self.params)} gradients (one per parameter), "
                 f"got {len(grads)}"
             )
         for i, (p, g) in enumerate(zip(self.params, grads)):
+            if not hasattr(g, "shape"):
+                raise TypeError(
+                    f"{name}.step: gradient {i} is a {type(g).__name__}, expected an array "
+                    f"of shape {tuple(p.shape)}"
+                )
             if tuple(p.shape) != tuple(g.shape):
                 raise ValueError(
                     f"{name}.step: gradient {i} has shape {tuple(g.shape)}, "
                     f"expected {tuple(p.shape)} (the parameter's)"
+                )
+            if backend.get_array_module(g) is not backend.get_array_module(p):
+                raise TypeError(
+                    f"{name}.step: gradient {i} is a {type(g).__module__}.{type(g).__name__}, "
+                    f"but the parameter lives in {backend.get_array_module(p).__name__}"
                 )
         return grads
 
@@ -79,11 +111,14 @@ class Adam(Optimizer):
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
         super().__init__(params, lr)
-        b1, b2 = betas
-        if not (0 <= b1 < 1 and 0 <= b2 < 1):
+        try:
+            b1, b2 = (float(b) for b in betas)
+        except (TypeError, ValueError):
+            raise ValueError(f"Adam: betas must be a pair of numbers in [0, 1), got {betas!r}") from None
+        if not (0 <= b1 < 1 and 0 <= b2 < 1):  # False for NaN
             raise ValueError(f"Adam: betas must be in [0, 1), got {betas!r}")
-        self.betas = (float(b1), float(b2))
-        self.eps = float(eps)
+        self.betas = (b1, b2)
+        self.eps = _positive_finite(eps, "eps", "Adam")
         self.t = 0
         # Moments are allocated once, like the parameters, and updated in place.
         self.m = [backend.get_array_module(p).zeros_like(p) for p in self.params]
@@ -121,18 +156,35 @@ class Adam(Optimizer):
                 "v": [v.copy() for v in self.v]}
 
     def load_state_dict(self, state):
-        """Restore :meth:`state_dict` output (moments are copied in place)."""
+        """Restore :meth:`state_dict` output (moments are copied in place).
+
+        Everything is checked first: a state that does not fit raises
+        ``ValueError`` and leaves this optimizer as it was.
+        """
+        missing = [k for k in ("t", "lr", "m", "v") if k not in state]
+        if missing:
+            raise ValueError(f"Adam.load_state_dict: state lacks {', '.join(missing)}")
         if len(state["m"]) != len(self.m) or len(state["v"]) != len(self.v):
             raise ValueError(
-                f"Adam.load_state_dict: state has {len(state['m'])} moments, "
-                f"expected {len(self.m)}"
+                f"Adam.load_state_dict: state has {len(state['m'])}/{len(state['v'])} "
+                f"first/second moments, expected {len(self.m)} (one per parameter)"
             )
-        self.t = int(state["t"])
-        self.lr = float(state["lr"])
-        for mine, theirs in zip(self.m + self.v, list(state["m"]) + list(state["v"])):
+        t = state["t"]
+        if isinstance(t, bool) or not isinstance(t, numbers.Integral) or t < 0:
+            raise ValueError(f"Adam.load_state_dict: step count t must be an int >= 0, got {t!r}")
+        lr = _positive_finite(state["lr"], "lr", "Adam.load_state_dict")
+        pairs = list(zip(self.m + self.v, list(state["m"]) + list(state["v"])))
+        for i, (mine, theirs) in enumerate(pairs):
+            which = f"{'m' if i < len(self.m) else 'v'}[{i % len(self.m)}]"
             if tuple(mine.shape) != tuple(theirs.shape):
                 raise ValueError(
-                    f"Adam.load_state_dict: moment of shape {tuple(theirs.shape)}, "
+                    f"Adam.load_state_dict: moment {which} has shape {tuple(theirs.shape)}, "
                     f"expected {tuple(mine.shape)}"
                 )
+            problem = nonfinite_summary(theirs)
+            if problem is not None:
+                raise ValueError(f"Adam.load_state_dict: moment {which} is not finite ({problem})")
+        self.t = int(t)
+        self.lr = lr
+        for mine, theirs in pairs:
             mine[...] = backend.asarray(theirs, dtype=mine.dtype)

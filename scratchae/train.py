@@ -18,13 +18,15 @@ import signal
 import threading
 import time
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 from . import backend
 from .layers.activations import sigmoid
-from .losses import SigmoidCrossEntropy
+from .layers.base import nonfinite_summary
+from .losses import SigmoidCrossEntropy, check_unit_interval
 from .models import load_npz, save_npz
 from .optim import Adam
 
@@ -32,15 +34,73 @@ TRAIN_PREFIX = "train/"  # checkpoint keys that hold training state, not weights
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite."""
+    """The loss (or a weight) became NaN or infinite; the last checkpoint was kept as it was."""
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C stopped training; a checkpoint was written if a path was given."""
+    """Ctrl-C stopped training; a checkpoint was written if a path was given.
+
+    Attributes
+    ----------
+    checkpoint : str or Path or None
+        The checkpoint that holds the state training stopped in.
+    """
 
     def __init__(self, checkpoint=None):
         super().__init__()
         self.checkpoint = checkpoint
+
+
+def check_images(images, what, sample_shape=None):
+    """Raise unless ``images`` is a non-empty batch of finite floats in [0, 1].
+
+    One pass for the range and finiteness, done once per dataset (not per
+    step). Changes nothing.
+
+    Parameters
+    ----------
+    images : ndarray, shape (N, *sample_shape)
+    what : str
+        Names the array in the message, e.g. ``"Trainer.fit: train_images"``.
+    sample_shape : tuple of int, optional
+        The expected shape of one image, e.g. ``(1, 28, 28)``.
+
+    Raises
+    ------
+    TypeError
+        If ``images`` is not a floating-point array.
+    ValueError
+        If it is empty, has the wrong shape, or holds NaN, inf or values
+        outside [0, 1].
+    """
+    if not (hasattr(images, "shape") and hasattr(images, "dtype")):
+        raise TypeError(f"{what}: expected an array, got {type(images).__name__}")
+    if sample_shape is not None and tuple(images.shape[1:]) != tuple(sample_shape):
+        expected = ", ".join(["N", *map(str, sample_shape)])
+        raise ValueError(f"{what}: expected images of shape ({expected}), got {tuple(images.shape)}")
+    if images.ndim < 2:
+        raise ValueError(f"{what}: expected a batch of images (N, ...), got shape {tuple(images.shape)}")
+    if len(images) == 0:
+        raise ValueError(f"{what}: got no images (shape {tuple(images.shape)})")
+    if not np.issubdtype(images.dtype, np.floating):
+        raise TypeError(f"{what}: expected floating-point images in [0, 1], got dtype {images.dtype}")
+    check_unit_interval(images, what)
+
+
+@contextmanager
+def _checks_off(model, loss_fn):
+    """Switch off the model's NaN/inf check and the loss's target check for a
+    loop over data that was checked once, up front; restore them afterwards."""
+    saved = getattr(model, "check_finite", None), loss_fn.check_targets
+    if saved[0] is not None:
+        model.check_finite = False
+    loss_fn.check_targets = False
+    try:
+        yield
+    finally:
+        if saved[0] is not None:
+            model.check_finite = saved[0]
+        loss_fn.check_targets = saved[1]
 
 
 def psnr(images, reference, max_value=1.0):
@@ -118,8 +178,12 @@ class Trainer:
     def __init__(self, model, *, lr=1e-3, batch_size=128, noise=None, seed=0,
                  checkpoint=None, progress=True, log=print, eval_batch_size=500):
         for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
-            if not isinstance(value, (int, np.integer)) or value < 1:
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"Trainer: {name} must be a positive int, got {value!r}")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ValueError(f"Trainer: seed must be an int >= 0, got {seed!r}")
+        if noise is not None and not callable(noise):
+            raise TypeError(f"Trainer: noise must be a function noise(clean, rng), got {noise!r}")
         self.model = model
         self.loss_fn = SigmoidCrossEntropy()
         self.optimizer = Adam(model.parameters(), lr=lr)
@@ -194,7 +258,21 @@ class Trainer:
         dict
             ``bce``, ``psnr_in`` (the model's input against the clean image)
             and ``psnr_out`` (the model's output against the clean image).
+
+        Raises
+        ------
+        ValueError, TypeError
+            If ``images`` are not finite floats in [0, 1] of the model's shape.
         """
+        check_images(images, "Trainer.evaluate: images", self._sample_shape())
+        with _checks_off(self.model, self.loss_fn):
+            return self._evaluate(images)
+
+    def _sample_shape(self):
+        return getattr(self.model, "input_shape", None)
+
+    def _evaluate(self, images):
+        """:meth:`evaluate` without the check (the images were checked already)."""
         noisy = self.corrupt_test(images)
         bce = psnr_in = psnr_out = 0.0
         for i in range(0, len(images), self.eval_batch_size):
@@ -227,13 +305,38 @@ class Trainer:
 
         Raises
         ------
+        ValueError, TypeError
+            Before anything changes, if ``epochs`` is not a positive int or
+            the images are not finite floats in [0, 1] of the model's shape.
         TrainingDiverged
             If the loss becomes NaN/inf (the last checkpoint is left untouched).
         TrainingInterrupted
             On Ctrl-C, after saving a checkpoint.
+
+        Notes
+        -----
+        Both datasets are checked once, here (shape, finite, in [0, 1]);
+        the per-batch checks of the model and the loss are then switched
+        off for the loop, so a step costs no extra pass over its batch and,
+        on CuPy, no extra wait for the GPU.
         """
-        if not isinstance(epochs, (int, np.integer)) or epochs < 1:
+        if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1:
             raise ValueError(f"Trainer.fit: epochs must be a positive int, got {epochs!r}")
+        check_images(train_images, "Trainer.fit: train_images", self._sample_shape())
+        if test_images is not None:
+            check_images(test_images, "Trainer.fit: test_images", self._sample_shape())
+        n = len(train_images)
+        if self.perm is not None and len(self.perm) != n:
+            raise ValueError(
+                f"Trainer.fit: the resumed epoch was shuffling {len(self.perm)} training images, "
+                f"got {n}; resume with the same data (and --train-size)"
+            )
+        # Overflow and NaN warnings are what divergence looks like from inside
+        # NumPy; the loop detects it itself and stops with one clear message.
+        with _checks_off(self.model, self.loss_fn), np.errstate(over="ignore", invalid="ignore"):
+            return self._fit(train_images, test_images, epochs)
+
+    def _fit(self, train_images, test_images, epochs):
         xp = backend.get_xp()
         n = len(train_images)
         steps = math.ceil(n / self.batch_size)
@@ -272,8 +375,12 @@ class Trainer:
                                         refresh=False)
                 bar.close()
                 train_loss = self.loss_sum / steps
-                metrics = self.evaluate(test_images) if test_images is not None else None
+                metrics = self._evaluate(test_images) if test_images is not None else None
                 self._end_epoch(train_loss, metrics, time.perf_counter() - start, epochs)
+            if interrupted["set"]:
+                # Ctrl-C came during the last epoch's evaluation or checkpoint:
+                # training is complete and saved, but the user asked to stop.
+                raise TrainingInterrupted(self.checkpoint or None)
         return {"history": self.history}
 
     def _sync_losses(self, pending):
@@ -285,16 +392,36 @@ class Trainer:
         pending.clear()
         for v in values:
             if not math.isfinite(v):
-                raise TrainingDiverged(
-                    f"the training loss became {v} at epoch {self.epoch + 1}, batch {self.step}: "
-                    f"training diverged. Try a lower learning rate (now {self.optimizer.lr:g}). "
-                    + (f"The last good checkpoint, {self.checkpoint}, was left as it was."
-                       if self.checkpoint else "")
-                )
+                raise self._diverged(f"the training loss became {v} at epoch {self.epoch + 1}, "
+                                     f"batch {self.step}")
             self.loss_sum += v
         return values[-1]
 
+    def _diverged(self, what):
+        """The :class:`TrainingDiverged` to raise, with advice and the checkpoint's fate."""
+        kept = ""
+        if self.checkpoint:
+            kept = (f" The last good checkpoint, {self.checkpoint}, was left as it was."
+                    if Path(self.checkpoint).exists() else " No checkpoint was written.")
+        lr = self.optimizer.lr
+        return TrainingDiverged(
+            f"{what}: training diverged. Try a lower learning rate (now {lr:g}; "
+            f"e.g. {lr / 10:g}; Adam usually works with 1e-3).{kept}"
+        )
+
+    def _check_params_finite(self):
+        """Raise :class:`TrainingDiverged` if a weight is NaN/inf (before a checkpoint)."""
+        for k, p in self.model.params.items():
+            problem = nonfinite_summary(p)
+            if problem is not None:
+                raise self._diverged(f"parameter {k} became non-finite ({problem}) "
+                                     f"in epoch {self.epoch + 1}")
+
     def _end_epoch(self, train_loss, metrics, seconds, epochs):
+        if metrics is not None and not math.isfinite(metrics["bce"]):
+            raise self._diverged(f"the test loss became {metrics['bce']} after epoch {self.epoch + 1}")
+        if self.checkpoint:
+            self._check_params_finite()
         h = self.history
         h["train_loss"].append(train_loss)
         h["test_loss"].append(metrics["bce"] if metrics else None)
@@ -313,6 +440,7 @@ class Trainer:
     def _save_on_interrupt(self):
         if not self.checkpoint:
             return None
+        self._check_params_finite()
         self.save(self.checkpoint)
         return self.checkpoint
 
@@ -344,31 +472,66 @@ class Trainer:
     def resume(self, path):
         """Load a checkpoint written by :meth:`save` and continue from it.
 
+        Everything is read and checked before anything is changed: on an
+        error the model, the optimizer and the loop are left as they were.
+
+        Returns
+        -------
+        dict
+            The checkpoint's loop state (``epoch``, ``step``, ``history``...).
+
         Raises
         ------
+        FileNotFoundError
+            If there is no file at ``path``.
         ValueError
-            If the file is not a checkpoint of this model, or holds no
-            training state (weights only).
+            If the file is not a readable checkpoint of this model, holds no
+            training state (weights only), or was trained with another
+            batch size or seed.
         """
-        self.model.load(path)  # checks the architecture and shapes first
+        weights = self.model.read_checkpoint(path)  # checks architecture and shapes
         arrays = load_npz(path)
         if TRAIN_PREFIX + "meta" not in arrays:
             raise ValueError(f"{path}: holds weights but no training state, so it cannot be resumed")
-        meta = json.loads(str(arrays[TRAIN_PREFIX + "meta"]))
-        if meta["batch_size"] != self.batch_size:
+        try:
+            meta = json.loads(str(arrays[TRAIN_PREFIX + "meta"]))
+            epoch, step, loss_sum = int(meta["epoch"]), int(meta["step"]), float(meta["loss_sum"])
+            batch_size, seed, history = meta["batch_size"], meta["seed"], meta["history"]
+            adam_t = meta["adam_t"]
+            rngs = [np.random.default_rng() for _ in range(2)]  # try the states on spares first
+            rngs[0].bit_generator.state = meta["shuffle_rng"]
+            rngs[1].bit_generator.state = meta["noise_rng"]
+            if not (set(self.history) <= set(history) and epoch >= 0 and step >= 0):
+                raise ValueError("inconsistent loop state")
+        except (ValueError, TypeError, KeyError) as error:
+            raise ValueError(f"{path}: damaged training state ({error or type(error).__name__}), "
+                             f"cannot resume") from None
+        if batch_size != self.batch_size:
             raise ValueError(
-                f"{path}: was trained with batch size {meta['batch_size']}, "
-                f"got {self.batch_size}; resume with --batch-size {meta['batch_size']}"
+                f"{path}: was trained with batch size {batch_size}, "
+                f"got {self.batch_size}; resume with --batch-size {batch_size}"
             )
+        if seed != self.seed:
+            raise ValueError(f"{path}: was trained with seed {seed}, got {self.seed}; "
+                             f"resume with --seed {seed}")
         count = len(self.optimizer.m)
-        self.optimizer.load_state_dict({
-            "t": meta["adam_t"], "lr": self.optimizer.lr,
+        keys = [f"{TRAIN_PREFIX}adam_{m}.{i}" for m in "mv" for i in range(count)]
+        missing = [k for k in keys if k not in arrays]
+        if missing:
+            raise ValueError(f"{path}: damaged training state (lacks {', '.join(missing[:3])}), "
+                             f"cannot resume")
+        perm = arrays.get(TRAIN_PREFIX + "perm")
+        if perm is not None and (perm.ndim != 1 or not np.issubdtype(perm.dtype, np.integer)):
+            raise ValueError(f"{path}: damaged training state (bad shuffling order), cannot resume")
+        # All checked: from here on nothing can fail half-way.
+        self.optimizer.load_state_dict({  # checks the moments' shapes before changing anything
+            "t": adam_t, "lr": self.optimizer.lr,
             "m": [arrays[f"{TRAIN_PREFIX}adam_m.{i}"] for i in range(count)],
             "v": [arrays[f"{TRAIN_PREFIX}adam_v.{i}"] for i in range(count)],
         })
-        self.epoch, self.step, self.loss_sum = meta["epoch"], meta["step"], meta["loss_sum"]
-        self.history = meta["history"]
-        self.shuffle_rng.bit_generator.state = meta["shuffle_rng"]
-        self.noise_rng.bit_generator.state = meta["noise_rng"]
-        self.perm = arrays.get(TRAIN_PREFIX + "perm")
+        self.model.load_state_arrays(weights, source=str(path))
+        self.epoch, self.step, self.loss_sum = epoch, step, loss_sum
+        self.history = history
+        self.shuffle_rng, self.noise_rng = rngs
+        self.perm = perm
         return meta

@@ -122,6 +122,31 @@ def workspace(name, shape, like):
     return buffer[:size].reshape(shape)
 
 
+def nonfinite_summary(x):
+    """Return ``None`` if every value of ``x`` is finite, else a short description.
+
+    One pass over ``x`` (and, on CuPy, one wait for the GPU), plus a second
+    pass only when something is wrong, to count what. Used at the model and
+    loss boundaries, never inside a layer.
+
+    Parameters
+    ----------
+    x : ndarray, any shape, floating point
+
+    Returns
+    -------
+    None or str
+        e.g. ``"3 NaN and 1 inf among 6272 values"``.
+    """
+    xp = backend.get_array_module(x)
+    if bool(xp.isfinite(x).all()):
+        return None
+    nans = int(xp.isnan(x).sum())
+    infs = int(x.size - nans - int(xp.isfinite(x).sum()))
+    parts = [f"{nans} NaN" if nans else "", f"{infs} inf" if infs else ""]
+    return f"{' and '.join(p for p in parts if p)} among {x.size} values"
+
+
 def make_rng(seed=None, rng=None):
     """Return a NumPy ``Generator`` from ``rng`` or ``seed`` (fresh if both are None)."""
     if rng is not None:
