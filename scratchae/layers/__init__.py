@@ -15,6 +15,7 @@ Flatten       ``layers/shape.py``         reshape back
 from .activations import ReLU, Sigmoid, sigmoid
 from .base import Layer
 from .conv import Conv2D, col2im, im2col
+from .conv_transpose import ConvTranspose2D
 from .dense import Dense
 from .pool import MaxPool2D
 from .shape import Flatten, Reshape
@@ -22,5 +23,5 @@ from .upsample import Upsample2D
 
 __all__ = [
     "Layer", "Dense", "Conv2D", "MaxPool2D", "Upsample2D", "ReLU", "Sigmoid",
-    "Flatten", "Reshape", "sigmoid", "im2col", "col2im",
+    "ConvTranspose2D", "Flatten", "Reshape", "sigmoid", "im2col", "col2im",
 ]
