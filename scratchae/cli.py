@@ -22,7 +22,6 @@ from .noise import NOISES, make_noise
 from .train import Trainer, TrainingDiverged, TrainingInterrupted, format_summary
 
 
-MNIST_SHAPE = (1, 28, 28)  # one image, as every demo feeds it to its model
 
 
 class DemoParser(argparse.ArgumentParser):
@@ -206,10 +205,6 @@ def train_demo(spec, args, log=None):
         except ValueError as error:
             raise ValueError(f"--noise {args.noise} --noise-factor {args.noise_factor}: {error}") from None
     model = spec.build_model(args)
-    if getattr(model, "input_shape", ()) is None:
-        model.input_shape = MNIST_SHAPE  # the demos feed MNIST digits; say so if not
-    if getattr(model, "name", None) == "Sequential":
-        model.name = spec.name  # errors then name the demo's model
     trainer = Trainer(model, lr=args.lr, batch_size=args.batch_size,
                       noise=noise, seed=args.seed, checkpoint=checkpoint,
                       progress=not args.no_progress, log=log)

@@ -7,10 +7,12 @@ import zlib
 import numpy as np
 
 from . import backend
-from .layers import (Conv2D, Dense, Flatten, MaxPool2D, ReLU, Reshape,
-                     Upsample2D)
+from .layers import (Conv2D, ConvTranspose2D, Dense, Flatten, MaxPool2D, ReLU,
+                     Reshape, Upsample2D)
 from .fileio import atomic_write
 from .layers.base import check_float_dtype, nonfinite_summary
+
+MNIST_SHAPE = (1, 28, 28)  # one MNIST image, (C, H, W): what the model builders expect
 
 
 class Sequential:
@@ -322,8 +324,17 @@ def dense_autoencoder(hidden=64, *, seed=0, dtype=np.float32):
         Dense(784, hidden, dtype=dtype, rng=rng),
         ReLU(),
         Dense(hidden, 784, dtype=dtype, rng=rng),
-        Reshape((1, 28, 28)),
-    ])
+        Reshape(MNIST_SHAPE),
+    ], input_shape=MNIST_SHAPE, name="dense_autoencoder")
+
+
+def _conv_encoder(conv):
+    """The tutorial's encoder, 28x28x1 -> 4x4x32, with ``conv(c_in, c_out)`` making each conv."""
+    return [
+        conv(1, 64), ReLU(), MaxPool2D(2),                   # 28x28x64 -> 14x14x64
+        conv(64, 64), ReLU(), MaxPool2D(2),                  # 14x14x64 -> 7x7x64
+        conv(64, 32), ReLU(), MaxPool2D(2, padding="same"),  # 7x7x32 -> 4x4x32
+    ]
 
 
 def conv_denoiser(*, seed=0, dtype=np.float32):
@@ -352,17 +363,13 @@ def conv_denoiser(*, seed=0, dtype=np.float32):
     def conv(c_in, c_out):
         return Conv2D(c_in, c_out, 3, padding="same", dtype=dtype, rng=rng)
 
-    return Sequential([
-        # encoder
-        conv(1, 64), ReLU(), MaxPool2D(2),                   # 28x28x64 -> 14x14x64
-        conv(64, 64), ReLU(), MaxPool2D(2),                  # 14x14x64 -> 7x7x64
-        conv(64, 32), ReLU(), MaxPool2D(2, padding="same"),  # 7x7x32 -> 4x4x32
-        # decoder
+    return Sequential(_conv_encoder(conv) + [
+        # decoder: nearest-neighbour resize, then a 3x3 conv
         Upsample2D(size=(7, 7)), conv(32, 32), ReLU(),
         Upsample2D(size=(14, 14)), conv(32, 64), ReLU(),
         Upsample2D(size=(28, 28)), conv(64, 64), ReLU(),
         conv(64, 1),                                         # logits
-    ])
+    ], input_shape=MNIST_SHAPE, name="conv_denoiser")
 
 
 def conv_denoiser_transposed(*, seed=0, dtype=np.float32):
@@ -395,8 +402,6 @@ def conv_denoiser_transposed(*, seed=0, dtype=np.float32):
     Sequential
         Input (N, 1, 28, 28); output logits (N, 1, 28, 28).
     """
-    from .layers import ConvTranspose2D
-
     dtype = check_float_dtype(dtype, "conv_denoiser_transposed")
     rng = np.random.default_rng(seed)
 
@@ -407,14 +412,10 @@ def conv_denoiser_transposed(*, seed=0, dtype=np.float32):
         return ConvTranspose2D(c_in, c_out, 3, stride=2, padding=1,
                                output_padding=output_padding, dtype=dtype, rng=rng)
 
-    return Sequential([
-        # encoder (as in conv_denoiser)
-        conv(1, 64), ReLU(), MaxPool2D(2),                   # 28x28x64 -> 14x14x64
-        conv(64, 64), ReLU(), MaxPool2D(2),                  # 14x14x64 -> 7x7x64
-        conv(64, 32), ReLU(), MaxPool2D(2, padding="same"),  # 7x7x32 -> 4x4x32
+    return Sequential(_conv_encoder(conv) + [
         # decoder: stride-2 transposed convolutions
         up(32, 32, 0), ReLU(),                               # 4x4x32 -> 7x7x32
         up(32, 64, 1), ReLU(),                               # 7x7x32 -> 14x14x64
         up(64, 64, 1), ReLU(),                               # 14x14x64 -> 28x28x64
         conv(64, 1),                                         # logits
-    ])
+    ], input_shape=MNIST_SHAPE, name="conv_denoiser_transposed")

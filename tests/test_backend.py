@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import scratchae.backend as B
-from conftest import to_np, to_xp
+from conftest import to_np
 
 
 def test_default_backend_is_numpy_in_fresh_process():
