@@ -21,11 +21,27 @@ Example
 >>> x = np.random.default_rng(0).standard_normal((4, 5))
 >>> check_layer(layer, x) < 1e-6
 True
+
+From the command line, check every layer, the loss and both models on
+every available backend (after editing a ``backward``, run this)::
+
+    python -m scratchae.gradcheck                 # everything: a table, PASS/FAIL
+    python -m scratchae.gradcheck --layer conv2d  # only the Conv2D checks
+    python -m scratchae.gradcheck --list          # the check names
 """
+
+import argparse
+import sys
+import traceback
+from dataclasses import dataclass
 
 import numpy as np
 
 from . import backend
+from . import layers as L
+from . import models
+from .losses import SigmoidCrossEntropy
+from .models import conv_denoiser, dense_autoencoder
 
 
 def relative_error(analytic, numeric):
@@ -171,3 +187,260 @@ def check_loss(loss, logits, targets, *, eps=1e-6):
     analytic = loss.backward()
     numeric = numerical_gradient(lambda: loss.forward(logits, targets), logits, eps=eps)
     return relative_error(analytic, numeric)
+
+
+# --------------------------------------------------------------------------
+# The command-line tool: every check, defined once in a table
+# --------------------------------------------------------------------------
+
+F64 = np.float64
+DEFAULT_TOL = 1e-6
+
+
+@dataclass(frozen=True)
+class Check:
+    """One gradient check: what to build and what to feed it.
+
+    Attributes
+    ----------
+    name : str
+        ``GROUP_VARIANT``, e.g. ``"conv2d_stride2"``; ``--layer`` matches its start.
+    build : callable
+        ``build(seed)`` returns the layer, model or loss, in float64.
+    shape : tuple of int
+        Input shape.
+    inputs : str
+        How the input is drawn (see :func:`make_input`).
+    steps : tuple of float
+        Central-difference steps: the first, then (for the arrays that
+        failed) the next ones. See :func:`run_check`.
+    max_entries : int, optional
+        Check only this many random entries of each array (big models).
+    """
+
+    name: str
+    build: object
+    shape: tuple
+    inputs: str = "normal"
+    steps: tuple = (1e-6,)
+    max_entries: int = None
+
+
+def _biased(model, seed):
+    """Give every bias of ``model`` a small positive value, in [0.01, 0.05].
+
+    Biases start at 0, so a unit whose inputs are all 0 (dead ReLUs
+    upstream; with a stride-2 transposed convolution, a quarter of the
+    outputs see a single input pixel) has a pre-activation of *exactly* 0:
+    right on the next ReLU's kink, where a bias perturbed by +-eps always
+    straddles it. Positive biases move those units off the kink (and keep
+    most ReLUs alive, so the gradients are not mostly zero).
+    """
+    rng = np.random.default_rng(seed)
+    for key, p in model.params.items():
+        if key.endswith(".b"):
+            p[...] = backend.asarray(rng.uniform(0.01, 0.05, p.shape), dtype=p.dtype)
+    return model
+
+
+def _checks():
+    checks = [
+        Check("dense", lambda s: L.Dense(6, 4, dtype=F64, seed=s), (3, 6)),
+        Check("conv2d_same", lambda s: L.Conv2D(3, 4, 3, dtype=F64, seed=s), (2, 3, 7, 5)),
+        Check("conv2d_stride2", lambda s: L.Conv2D(3, 4, 3, stride=2, dtype=F64, seed=s), (2, 3, 7, 5)),
+        Check("conv2d_pad1", lambda s: L.Conv2D(3, 2, 3, padding=1, dtype=F64, seed=s), (2, 3, 7, 5)),
+        Check("conv2d_kernel3x2", lambda s: L.Conv2D(3, 2, (3, 2), padding="valid", dtype=F64, seed=s),
+              (2, 3, 7, 5)),
+        # Max-pool routes the gradient to the argmax; near-ties would let a
+        # perturbation of eps change the winner, so the inputs are tie-free.
+        Check("maxpool2d_valid", lambda s: L.MaxPool2D(2), (2, 3, 6, 4), "tie_free"),
+        Check("maxpool2d_same", lambda s: L.MaxPool2D(2, padding="same"), (2, 3, 7, 7), "tie_free"),
+        Check("upsample2d_4to7", lambda s: L.Upsample2D(size=(7, 7)), (2, 3, 4, 4)),
+        Check("upsample2d_x2", lambda s: L.Upsample2D(scale_factor=2), (2, 3, 3, 5)),
+        # ReLU has a kink at 0: keep every input at least 0.1 away from it.
+        Check("relu", lambda s: L.ReLU(), (2, 3, 4, 5), "away_from_zero"),
+        Check("sigmoid", lambda s: L.Sigmoid(), (2, 3, 4, 5)),
+        Check("flatten", lambda s: L.Flatten(), (2, 3, 4, 5)),
+        Check("reshape", lambda s: L.Reshape((3, 20)), (2, 60)),
+    ]
+    up = getattr(L, "ConvTranspose2D", None)  # newer than this table: checked when present
+    if up is not None:
+        checks += [
+            Check("convtranspose2d_stride2", lambda s: up(3, 2, 3, stride=2, dtype=F64, seed=s),
+                  (2, 3, 4, 5)),
+            Check("convtranspose2d_pad1_outpad1",
+                  lambda s: up(3, 2, 3, stride=2, padding=1, output_padding=1, dtype=F64, seed=s),
+                  (2, 3, 4, 5)),
+        ]
+    checks += [
+        Check("loss_bce", lambda s: SigmoidCrossEntropy(), (2, 1, 4, 3), "logits"),
+        # The models are full of ReLUs (and max-pools): a pre-activation
+        # within about eps of 0 makes the central difference straddle the
+        # kink and disagree with the (correct) one-sided analytic gradient.
+        # With ~100k units, one of them is often within 1e-6 of 0, so the
+        # step is 1e-7, and 1e-8 where that still failed (float64 keeps the
+        # rounding error of the difference, ~1e-16 * |L| / eps, below the
+        # tolerance). Units sitting *exactly* at 0: see _biased.
+        Check("models_dense_autoencoder", lambda s: _biased(dense_autoencoder(hidden=8, seed=s, dtype=F64), s),
+              (2, 1, 28, 28), "images", steps=(1e-7, 1e-8)),
+        # ~120k parameters at two forward passes each is too slow: sample 8 entries per array.
+        Check("models_conv_denoiser", lambda s: _biased(conv_denoiser(seed=s, dtype=F64), s),
+              (2, 1, 28, 28), "images", steps=(1e-7, 1e-8), max_entries=8),
+    ]
+    transposed = getattr(models, "conv_denoiser_transposed", None)  # newer: checked when present
+    if transposed is not None:
+        checks.append(Check("models_conv_denoiser_transposed",
+                            lambda s: _biased(transposed(seed=s, dtype=F64), s),
+                            (2, 1, 28, 28), "images", steps=(1e-7, 1e-8), max_entries=8))
+    return checks
+
+
+CHECKS = _checks()
+
+
+def make_input(check, rng):
+    """Draw the (host, float64) input of ``check``.
+
+    ``"normal"``: standard normal. ``"tie_free"``: a scaled random
+    permutation, so all values differ by at least 0.01 (for max-pool).
+    ``"away_from_zero"``: magnitudes in [0.1, 2] with random signs (for
+    ReLU). ``"logits"``: 2 x standard normal (for the loss). ``"images"``:
+    uniform in [0, 1], like pixels.
+    """
+    n = int(np.prod(check.shape))
+    if check.inputs == "tie_free":
+        return (rng.permutation(n).reshape(check.shape) - n / 2) * 0.01
+    if check.inputs == "away_from_zero":
+        return rng.uniform(0.1, 2.0, check.shape) * rng.choice([-1.0, 1.0], check.shape)
+    if check.inputs == "logits":
+        return 2.0 * rng.standard_normal(check.shape)
+    if check.inputs == "images":
+        return rng.uniform(0.0, 1.0, check.shape)
+    return rng.standard_normal(check.shape)
+
+
+def run_check(check, seed=0, tol=DEFAULT_TOL):
+    """Run one :class:`Check` on the current backend.
+
+    The arrays whose error is ``tol`` or more are checked again with the
+    next of ``check.steps`` (same ``dout``, same sampled entries). That is
+    sound: a right gradient agrees with central differences for a step
+    small enough not to straddle a kink; a wrong one agrees with none.
+
+    Returns
+    -------
+    dict of str to (float, float)
+        Per array (``"dx"`` and each parameter for a layer or model,
+        ``"dlogits"`` for the loss): the relative error and the step that gave it.
+    """
+    rng = np.random.default_rng(seed)
+    x = backend.asarray(make_input(check, rng))
+    target = check.build(seed)
+    if check.inputs == "logits":
+        targets = backend.asarray(rng.uniform(0.05, 0.95, check.shape))
+        eps = check.steps[0]
+        return {"dlogits": (check_loss(target, x, targets, eps=eps), eps)}
+    results = {}
+    for eps in check.steps:
+        errors = gradient_errors(target, x, seed=seed, eps=eps, max_entries=check.max_entries)
+        for name, err in errors.items():
+            if name not in results or (results[name][0] >= tol and err < results[name][0]):
+                results[name] = (err, eps)
+        if all(err < tol for err, _ in results.values()):
+            break
+    return results
+
+
+def _groups():
+    """The layer names ``--layer`` accepts: each check name's part before ``_``."""
+    return list(dict.fromkeys(c.name.split("_")[0] for c in CHECKS))
+
+
+def _backends(choice):
+    if choice == "all":
+        return ["numpy"] + (["cupy"] if backend.cupy_available() else [])
+    return [choice]
+
+
+def main(argv=None):
+    """Run the gradient checks and print a PASS/FAIL table.
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        Command-line arguments (default: ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        0 if every check passes, 1 if any fails (or raises), 2 for a bad
+        ``--layer`` or an unavailable ``--backend``.
+    """
+    parser = argparse.ArgumentParser(
+        prog="python -m scratchae.gradcheck",
+        description="Numerical gradient check (float64, central differences, random "
+                    "upstream gradient) of every layer, the loss and both models.")
+    parser.add_argument("--layer", metavar="NAME",
+                        help="run only the checks whose name starts with NAME "
+                             "(case-insensitive), e.g. conv2d, relu, loss, models")
+    parser.add_argument("--list", action="store_true", help="print the check names and exit")
+    parser.add_argument("--backend", choices=("numpy", "cupy", "all"), default="all",
+                        help="all = numpy, plus cupy when a GPU is usable")
+    parser.add_argument("--tol", type=float, default=DEFAULT_TOL,
+                        help="largest relative error that passes")
+    parser.add_argument("--seed", type=int, default=0, help="seed of weights, inputs and dout")
+    args = parser.parse_args(argv)
+
+    if args.list:
+        for check in CHECKS:
+            print(f"{check.name:32} input {check.shape}")
+        return 0
+    checks = CHECKS
+    if args.layer is not None:
+        prefix = args.layer.lower()
+        checks = [c for c in CHECKS if c.name.startswith(prefix)]
+        if not checks:
+            print(f"error: unknown layer {args.layer!r}; choose from: {', '.join(_groups())}",
+                  file=sys.stderr)
+            return 2
+
+    previous = backend.get_backend()
+    width = max(len("check"), *(len(c.name) for c in checks))
+    header = f"{'backend':8} {'check':{width}} {'input shape':12} {'array':8} {'max rel error':>13}  result"
+    print(header)
+    print("-" * len(header))
+    failed, total, crashed = 0, 0, []
+    try:
+        for name in _backends(args.backend):
+            try:
+                backend.set_backend(name)
+            except RuntimeError as error:
+                print(f"error: {error}", file=sys.stderr)
+                return 2
+            for check in checks:
+                shape = str(check.shape).replace(" ", "")
+                try:
+                    errors = run_check(check, seed=args.seed, tol=args.tol)
+                except Exception as error:  # a broken backward often raises: report it, go on
+                    crashed.append((name, check.name, traceback.format_exc()))
+                    print(f"{name:8} {check.name:{width}} {shape:12} {'-':8} {'-':>13}  "
+                          f"ERROR ({type(error).__name__}: {error})")
+                    failed, total = failed + 1, total + 1
+                    continue
+                for array, (err, eps) in errors.items():
+                    ok = err < args.tol  # a NaN error fails too
+                    failed, total = failed + (not ok), total + 1
+                    retried = f" (eps {eps:g})" if eps != check.steps[0] else ""
+                    print(f"{name:8} {check.name:{width}} {shape:12} {array:8} {err:13.1e}  "
+                          f"{'PASS' if ok else 'FAIL'}{retried}")
+    finally:
+        backend.set_backend(previous)
+    for name, check_name, text in crashed:
+        print(f"\n{check_name} on {name} raised:\n{text}", file=sys.stderr)
+    verdict = "all passed" if failed == 0 else f"{failed} FAILED"
+    print(f"\n{total} gradient{'s' * (total != 1)} checked, {verdict} (tolerance {args.tol:g})")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
