@@ -170,6 +170,19 @@ def sum_into_index(values, index, size, axis):
     targets, starts, counts = np.unique(index, return_index=True, return_counts=True)
     sorted_runs = (np.array_equal(targets, np.arange(size))
                    and np.array_equal(starts, np.r_[0, np.cumsum(counts)[:-1]]))
+    if sorted_runs and (counts == counts[0]).all():
+        # An integer scale factor s: target k gets slices k*s .. k*s + s-1,
+        # so add s strided views (every s-th slice), no index arrays at all.
+        s = int(counts[0])
+        every = [slice(None)] * values.ndim
+        views = []
+        for j in range(s):
+            every[axis] = slice(j, None, s)
+            views.append(values[tuple(every)])
+        out = views[0].copy()
+        for view in views[1:]:
+            out += view
+        return out
     if sorted_runs:
         # Every target is one run of consecutive slices (as with upsampling):
         # add the first copy of every run, then the second... A loop over

@@ -166,6 +166,10 @@ def _check(layer, x_np, tol=GRAD_TOL):
         (2, 3, 2, 1, "same", (2, 2, 7, 5)),
         (2, 3, 4, 2, "same", (1, 2, 7, 5)),
         (1, 2, 1, 1, "valid", (2, 1, 3, 3)),
+        # fewer output than input channels: the multiply-first forward
+        (4, 1, 3, 1, "same", (2, 4, 7, 5)),
+        (5, 2, (3, 2), 1, 1, (2, 5, 6, 5)),
+        (3, 2, (2, 3), 1, "same", (2, 3, 5, 6)),
     ],
 )
 def test_conv2d_gradcheck(backend, cin, cout, k, stride, padding, shape):
@@ -784,3 +788,30 @@ def test_check_loss_detects_wrong_gradient(backend):
     x = to_xp(rng.standard_normal((3, 4)))
     t = to_xp(rng.uniform(size=(3, 4)))
     assert gradcheck.check_loss(_BrokenLoss(), x, t) > 0.1
+
+
+@pytest.mark.parametrize("cin, cout", [(4, 1), (5, 2), (2, 3)])
+@pytest.mark.parametrize("padding", ["same", "valid", 1, 2])
+def test_conv2d_every_route_matches_scipy(backend, cin, cout, padding):
+    """Conv2D picks im2col on the input or multiply-first by channel counts; both match scipy."""
+    rng = np.random.default_rng(7)
+    layer = Conv2D(cin, cout, (3, 2), padding=padding, dtype=np.float64, seed=2)
+    layer.params["b"][...] = to_xp(rng.standard_normal(cout))
+    x = rng.standard_normal((2, cin, 6, 5))
+    ref = ref_conv2d(x, to_np(layer.params["W"]), to_np(layer.params["b"]), (1, 1), padding)
+    np.testing.assert_allclose(to_np(layer.forward(to_xp(x))), ref, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("cin, cout, stride", [(1, 4, 1), (4, 1, 1), (3, 3, 2)])
+def test_conv2d_weight_grads_do_not_depend_on_input_grad(backend, cin, cout, stride):
+    """Skipping dx (a model's first layer) must not change dW or db."""
+    rng = np.random.default_rng(3)
+    layer = Conv2D(cin, cout, 3, stride=stride, dtype=np.float64, seed=0)
+    x = to_xp(rng.standard_normal((2, cin, 7, 6)))
+    dout = to_xp(rng.standard_normal(layer.output_shape(x.shape)))
+    layer.forward(x)
+    layer.backward(dout)
+    full = {k: to_np(v) for k, v in layer.grads.items()}
+    assert layer.backward(dout, input_grad=False) is None
+    for k, v in layer.grads.items():
+        np.testing.assert_allclose(to_np(v), full[k], rtol=1e-12, atol=1e-12)

@@ -300,6 +300,13 @@ class Conv2D(Layer):
         rows = n * ((hp - kh) // sh + 1) * ((wp - kw) // sw + 1)
         return im2col(x_pad, self.kernel_size, stride, out=self._workspace("cols", (rows, kh * kw * c), x))
 
+    def _stride_one(self, pads):
+        """Stride 1 and padding smaller than the kernel: dx is then a plain
+        convolution of dout (see backward), and the tricks below apply."""
+        (top, bottom), (left, right) = pads
+        kh, kw = self.kernel_size
+        return self.stride == (1, 1) and max(top, bottom) < kh and max(left, right) < kw
+
     def forward(self, x):
         """Convolve a batch.
 
@@ -328,17 +335,60 @@ class Conv2D(Layer):
         xp = backend.get_array_module(x)
         (kh, kw), pads = self.kernel_size, self._pads(h, w)
         x_cl = to_channels_last(x)
-        W_mat = self._weight_matrix()
-        y = xp.empty((n, oh, ow, o), dtype=x.dtype)
-        for batch in batch_chunks(n, oh * ow * kh * kw * c):
-            cols = self._im2col(x_cl[batch], pads, self.stride)  # (N'*OH*OW, K)
-            xp.matmul(cols, W_mat, out=y[batch].reshape(-1, o))  # the GEMM
+        if self._stride_one(pads) and o < c:
+            y = self._forward_small_output(x_cl, pads, oh, ow)
+        else:
+            W_mat = self._weight_matrix()
+            y = xp.empty((n, oh, ow, o), dtype=x.dtype)
+            for batch in batch_chunks(n, oh * ow * kh * kw * c):
+                cols = self._im2col(x_cl[batch], pads, self.stride)  # (N'*OH*OW, K)
+                xp.matmul(cols, W_mat, out=y[batch].reshape(-1, o))  # the GEMM
         y += self.params["b"]
-        # Keep the input, not the im2col matrix: backward rebuilds the
-        # matrix slice by slice, which costs one more copy but saves memory
+        # Keep the input, not the im2col matrix: backward rebuilds what it
+        # needs slice by slice, which costs one more copy but saves memory
         # KH*KW times the input's size.
         self._cache = (x_cl, x.shape)
         return to_channels_first(y)
+
+    def _forward_small_output(self, x_cl, pads, oh, ow):
+        """Forward for fewer output than input channels (the model's 64 -> 1 layer).
+
+        Multiply first, move pixels second. ``Z = x @ W_all`` gives every
+        input pixel's contribution through each kernel tap (p, q), and
+        output pixel (i, j) adds up tap (p, q) of input pixel
+        (i + p - top, j + q - left)::
+
+            y[n, i, j] = sum_{p, q} Z[n, i + p - top, j + q - left, p, q]
+
+        The same sums as im2col + GEMM, but the big intermediate has
+        KH*KW*O numbers per pixel instead of KH*KW*C (9 instead of 576).
+
+        Parameters
+        ----------
+        x_cl : ndarray, shape (N, H, W, C)
+
+        Returns
+        -------
+        y : ndarray, shape (N, OH, OW, O), without the bias
+        """
+        xp = backend.get_array_module(x_cl)
+        n, h, w, c = x_cl.shape
+        o, (kh, kw) = self.out_channels, self.kernel_size
+        (top, _), (left, _) = pads
+        W_all = self.params["W"].transpose(1, 2, 3, 0).reshape(c, kh * kw * o)  # (C, KH*KW*O)
+        y = xp.zeros((n, oh, ow, o), dtype=x_cl.dtype)
+        for batch in batch_chunks(n, h * w * kh * kw * o):
+            z = self._workspace("cols", ((batch.stop - batch.start) * h * w, kh * kw * o), x_cl)
+            xp.matmul(x_cl[batch].reshape(-1, c), W_all, out=z)
+            z = z.reshape(-1, h, w, kh, kw, o)
+            for p in range(kh):
+                for q in range(kw):
+                    # output rows i whose source row i + p - top lies in [0, H), same for columns
+                    i0, i1 = max(0, top - p), min(oh, h + top - p)
+                    j0, j1 = max(0, left - q), min(ow, w + left - q)
+                    y[batch, i0:i1, j0:j1] += z[:, i0 + p - top:i1 + p - top,
+                                                j0 + q - left:j1 + q - left, p, q]
+        return y
 
     def backward(self, dout, input_grad=True):
         """Backpropagate through the convolution.
@@ -363,40 +413,83 @@ class Conv2D(Layer):
         (top, bottom), (left, right) = pads
         d_cl = to_channels_last(dout)  # (N, OH, OW, O)
         _, oh, ow, _ = d_cl.shape
-        W_mat, W_flip = self._weight_matrix(), self._flipped_weight_matrix()
-        # dx is itself a convolution when the stride is 1: each input pixel
-        # collects dout from the KH x KW outputs it touched, through the
-        # kernel turned by 180 degrees with in/out channels swapped. Pad dout
-        # so the result has the input's size and reuse im2col + one GEMM:
-        #   dL/dx = im2col(pad(dout)) @ W_flip    (N*H*W, KH*KW*O) @ (KH*KW*O, C)
-        # Same sums as dcols = dout @ W_mat.T followed by col2im, without
-        # scattering a (N*OH*OW, KH*KW*C) matrix back, and tiny when O is
-        # small (the model's last, 1-channel layer).
-        flipped = self.stride == (1, 1) and max(top, bottom) < kh and max(left, right) < kw
-        back_pads = ((kh - 1 - top, kh - 1 - bottom), (kw - 1 - left, kw - 1 - right))
-        dW_mat = xp.zeros((kh * kw * c, o), dtype=dout.dtype)
+        db = d_cl.reshape(-1, o).sum(axis=0)  # dL/db = dout summed over batch and pixels
         dx = xp.empty((n, h, w, c), dtype=dout.dtype) if input_grad else None
-        per_sample = oh * ow * kh * kw * c  # im2col of x, for dW
-        if input_grad:
-            per_sample = max(per_sample, h * w * kh * kw * o)  # im2col of dout, for dx
-        for batch in batch_chunks(n, per_sample):
+        if self._stride_one(pads) and (input_grad or o < c):
+            dW = self._backward_stride_one(x_cl, d_cl, pads, dx)
+        else:
+            dW = self._backward_general(x_cl, d_cl, pads, dx)
+        self.grads = {"W": dW, "b": db}
+        return None if dx is None else to_channels_first(dx)
+
+    def _backward_stride_one(self, x_cl, d_cl, pads, dx):
+        """dW and (if ``dx`` is given) dx from ONE im2col, that of padded dout.
+
+        dx is itself a convolution: each input pixel collects dout from the
+        KH x KW outputs it touched, through the kernel turned by 180 degrees
+        with in/out channels swapped. Padding dout by (KH-1-top, KH-1-bottom)
+        rows (and likewise columns) gives the result the input's size::
+
+            dcols = im2col(pad(dout))        (N*H*W, KH*KW*O), taps in flipped order
+            dL/dx = dcols @ W_flip           (N*H*W, KH*KW*O) @ (KH*KW*O, C)
+
+        The same matrix gives dW: weight W[o, c, p, q] met x[a, b, c] at the
+        output pixel (a - p + top, b - q + left), which is exactly column
+        (KH-1-p, KW-1-q, o) of dcols in row (a, b)::
+
+            dL/dW_flip = x.T @ dcols         (C, N*H*W) @ (N*H*W, KH*KW*O)
+
+        Parameters
+        ----------
+        x_cl : ndarray, shape (N, H, W, C)
+        d_cl : ndarray, shape (N, OH, OW, O)
+        pads : ((top, bottom), (left, right))
+        dx : ndarray, shape (N, H, W, C), or None
+            Filled in place when given.
+
+        Returns
+        -------
+        dW : ndarray, shape (O, C, KH, KW)
+        """
+        xp = backend.get_array_module(d_cl)
+        n, h, w, c = x_cl.shape
+        o, (kh, kw) = self.out_channels, self.kernel_size
+        (top, bottom), (left, right) = pads
+        back_pads = ((kh - 1 - top, kh - 1 - bottom), (kw - 1 - left, kw - 1 - right))
+        W_flip = self._flipped_weight_matrix()
+        dW_flip = xp.zeros((c, kh * kw * o), dtype=d_cl.dtype)
+        for batch in batch_chunks(n, h * w * kh * kw * o):
+            dcols = self._im2col(d_cl[batch], back_pads, (1, 1))
+            dW_flip += x_cl[batch].reshape(-1, c).T @ dcols
+            if dx is not None:
+                xp.matmul(dcols, W_flip, out=dx[batch].reshape(-1, c))
+        # (C, KH, KW, O) with the taps turned back -> (O, C, KH, KW)
+        return xp.ascontiguousarray(dW_flip.reshape(c, kh, kw, o)[:, ::-1, ::-1, :].transpose(3, 0, 1, 2))
+
+    def _backward_general(self, x_cl, d_cl, pads, dx):
+        """The textbook route, for any stride: im2col of x for dW, col2im for dx.
+
+        Since y = cols @ W_mat + b (a Dense layer on the im2col rows)::
+
+            dL/dW_mat = cols.T @ dout        (K, N*OH*OW) @ (N*OH*OW, O)
+            dL/dcols  = dout @ W_mat.T       then col2im adds each row back onto its window
+
+        Parameters and return value as in :meth:`_backward_stride_one`.
+        """
+        xp = backend.get_array_module(d_cl)
+        n, h, w, c = x_cl.shape
+        _, oh, ow, o = d_cl.shape
+        (kh, kw), ((top, _), (left, _)) = self.kernel_size, pads
+        W_mat = self._weight_matrix()
+        dW_mat = xp.zeros((kh * kw * c, o), dtype=d_cl.dtype)
+        for batch in batch_chunks(n, oh * ow * kh * kw * c):
             d2 = d_cl[batch].reshape(-1, o)  # (N'*OH*OW, O)
             cols = self._im2col(x_cl[batch], pads, self.stride)  # rebuilt, see forward
-            # y = cols @ W_mat + b, the same rule as a Dense layer:
-            dW_mat += cols.T @ d2  # dL/dW_mat = cols.T @ dout, summed over slices
-            if not input_grad:
-                continue
-            if flipped:
-                dcols = self._im2col(d_cl[batch], back_pads, (1, 1))
-                xp.matmul(dcols, W_flip, out=dx[batch].reshape(-1, c))
-            else:  # stride > 1 (or padding >= kernel): the textbook route
-                dcols = d2 @ W_mat.T  # dL/dcols = dout @ W_mat.T   (N'*OH*OW, K)
+            dW_mat += cols.T @ d2
+            if dx is not None:
+                dcols = d2 @ W_mat.T
                 dx_pad = col2im(dcols, padded_shape(x_cl[batch].shape, pads),
                                 self.kernel_size, self.stride)
                 dx[batch] = dx_pad[:, top : top + h, left : left + w]  # padding gets no gradient
-        self.grads = {
-            # back from (KH, KW, C, O) rows to the (O, C, KH, KW) layout of W
-            "W": xp.ascontiguousarray(dW_mat.reshape(kh, kw, c, o).transpose(3, 2, 0, 1)),
-            "b": d_cl.reshape(-1, o).sum(axis=0),  # dL/db = dout summed over batch and pixels
-        }
-        return None if dx is None else to_channels_first(dx)
+        # back from (KH, KW, C, O) rows to the (O, C, KH, KW) layout of W
+        return xp.ascontiguousarray(dW_mat.reshape(kh, kw, c, o).transpose(3, 2, 0, 1))
