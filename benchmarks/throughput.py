@@ -262,7 +262,11 @@ def build_scratchae(model_name, args):
     from scratchae import losses, models, optim
     make = models.conv_denoiser if model_name == "conv" else models.dense_autoencoder
     model = make(seed=args.seed, dtype=np.dtype(args.dtype))
-    return model, losses.SigmoidCrossEntropy(), optim.Adam(model.parameters(), lr=1e-3)
+    # As in scratchae.train.Trainer: the data is checked once up front, so the
+    # per-step NaN/inf and [0, 1] checks are off (on CuPy each would sync).
+    model.check_finite = False
+    loss = losses.SigmoidCrossEntropy(check_targets=False)
+    return model, loss, optim.Adam(model.parameters(), lr=1e-3)
 
 
 def scratchae_step_fn(model_name, args, batch):
@@ -274,7 +278,9 @@ def scratchae_step_fn(model_name, args, batch):
     def step():
         logits = model.forward(x)
         criterion.forward(logits, t)
-        model.backward(criterion.backward())
+        # no gradient for the input images, as in training (and in PyTorch,
+        # where the input does not require grad)
+        model.backward(criterion.backward(), input_grad=False)
         optimizer.step(model.gradients())
 
     return step, scratchae_sync_fn(args)
@@ -387,10 +393,10 @@ def profile_scratchae(model_name, args, batch):
     records = [{"fwd": [], "bwd": [], "shape": None} for _ in model.layers]
 
     def timed(fn, times, record_shape=None):
-        def wrapper(arg):
+        def wrapper(*args, **kwargs):
             sync()
             start = time.perf_counter()
-            out = fn(arg)
+            out = fn(*args, **kwargs)
             sync()
             times.append(time.perf_counter() - start)
             if record_shape is not None:
@@ -418,7 +424,7 @@ def profile_scratchae(model_name, args, batch):
         dlogits = criterion.backward()
         sync()
         t2 = time.perf_counter()
-        model.backward(dlogits)
+        model.backward(dlogits, input_grad=False)
         t3 = time.perf_counter()
         optimizer.step(model.gradients())
         sync()
@@ -437,7 +443,8 @@ def profile_scratchae(model_name, args, batch):
     for _ in range(args.repeats):
         step(timing=True)
 
-    med = statistics.median
+    def med(times):  # a layer before the first one with parameters never runs backward
+        return statistics.median(times) if times else 0.0
     rows = [
         {"index": str(i), "name": repr(layer), "shape": rec["shape"],
          "fwd": med(rec["fwd"]), "bwd": med(rec["bwd"])}
