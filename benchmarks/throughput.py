@@ -457,7 +457,7 @@ def profile_scratchae(model_name, args, batch):
     # What no timer covered: Python glue between layers, the timers themselves.
     per_step_rest = []
     for k in range(args.repeats):
-        covered = sum(rec["fwd"][k] + rec["bwd"][k] for rec in records)
+        covered = sum(rec["fwd"][k] + (rec["bwd"][k] if rec["bwd"] else 0.0) for rec in records)
         covered += loss_fwd[k] + loss_bwd[k] + adam[k]
         per_step_rest.append(total[k] - covered)
     rows.append({"index": "", "name": "other (glue, timers)", "shape": None,
