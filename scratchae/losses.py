@@ -89,14 +89,16 @@ class SigmoidCrossEntropy:
             check_unit_interval(targets, "SigmoidCrossEntropy: targets")
         xp = backend.get_array_module(logits)
         x, t = logits, targets
-        loss = xp.maximum(x, 0) - x * t + xp.log1p(xp.exp(-xp.abs(x)))
-        self._cache = (x, t)
+        e = xp.exp(-xp.abs(x))  # in (0, 1]: never overflows
+        loss = xp.maximum(x, 0) - x * t + xp.log1p(e)
+        self._cache = (x, t, e)  # backward reuses e for the sigmoid
         return loss.mean()
 
     def backward(self):
         """Return ``dL/dlogits = (sigmoid(logits) - targets) / size``, shape of ``logits``."""
         if self._cache is None:
             raise RuntimeError("SigmoidCrossEntropy: backward() called before forward()")
-        x, t = self._cache
-        # a NumPy scalar of x's dtype: keeps float32 and works on CuPy arrays too
-        return (sigmoid(x) - t) * x.dtype.type(1.0 / x.size)
+        x, t, e = self._cache
+        # dL/dx = (sigmoid(x) - t) / size; the scale is a NumPy scalar of x's
+        # dtype: it keeps float32 and works on CuPy arrays too
+        return (sigmoid(x, e) - t) * x.dtype.type(1.0 / x.size)

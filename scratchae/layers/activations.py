@@ -4,7 +4,7 @@ from .. import backend
 from .base import Layer
 
 
-def sigmoid(x):
+def sigmoid(x, e=None):
     """Numerically stable logistic function ``1 / (1 + exp(-x))``.
 
     ``exp(-x)`` overflows for very negative x, so we only ever exponentiate
@@ -18,13 +18,16 @@ def sigmoid(x):
     Parameters
     ----------
     x : ndarray, any shape
+    e : ndarray, shape of ``x``, optional
+        ``exp(-|x|)`` if the caller has it already (the loss does).
 
     Returns
     -------
     ndarray, same shape and dtype as ``x``
     """
     xp = backend.get_array_module(x)
-    e = xp.exp(-xp.abs(x))
+    if e is None:
+        e = xp.exp(-xp.abs(x))
     return xp.where(x >= 0, 1, e) / (1 + e)
 
 

@@ -408,13 +408,12 @@ class Conv2D(Layer):
         self._check_dout(dout, self.output_shape(x_shape))
         xp = backend.get_array_module(dout)
         n, c, h, w = x_shape
-        o, (kh, kw) = self.out_channels, self.kernel_size
-        pads = self._pads(h, w)
-        (top, bottom), (left, right) = pads
+        o, pads = self.out_channels, self._pads(h, w)
         d_cl = to_channels_last(dout)  # (N, OH, OW, O)
-        _, oh, ow, _ = d_cl.shape
         db = d_cl.reshape(-1, o).sum(axis=0)  # dL/db = dout summed over batch and pixels
         dx = xp.empty((n, h, w, c), dtype=dout.dtype) if input_grad else None
+        # At stride 1 one im2col of dout gives dW and dx; without dx to
+        # compute, the smaller of dout's and x's im2col matrices is used.
         if self._stride_one(pads) and (input_grad or o < c):
             dW = self._backward_stride_one(x_cl, d_cl, pads, dx)
         else:
