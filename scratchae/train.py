@@ -173,10 +173,15 @@ class Trainer:
         Show a tqdm progress bar.
     log : callable
         Prints one line per epoch (``print`` by default).
+    eval_batch_size : int, optional
+        Batch size of evaluation and prediction; by default ``batch_size``,
+        so evaluation needs no more memory than training.
     """
 
     def __init__(self, model, *, lr=1e-3, batch_size=128, noise=None, seed=0,
-                 checkpoint=None, progress=True, log=print, eval_batch_size=500):
+                 checkpoint=None, progress=True, log=print, eval_batch_size=None):
+        if eval_batch_size is None:
+            eval_batch_size = batch_size
         for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"Trainer: {name} must be a positive int, got {value!r}")
