@@ -30,8 +30,9 @@ on noisy test digits 10..19, zoomed crops, and, for constant inputs, the
 outputs and the most active hidden channel, contrast-stretched) and the
 checkpoints checkerboard_upsample.npz and checkerboard_transposed.npz
 (resume with --resume). Ends with a table and the line
-``checkerboard transposed=<score> upsample=<score>`` (the outputs' scores
-on the blank input).
+``checkerboard hidden transposed=<s> upsample=<s>  output(0.5) transposed=<s> upsample=<s>``:
+the two measurements where the artifact shows as a number, the last hidden
+layer on the blank input and the output on a constant 0.5 input.
 """
 
 import sys
@@ -41,9 +42,8 @@ import numpy as np
 
 from scratchae import backend, plots
 from scratchae.checkerboard import checkerboard_score, checkerboard_scores
-from scratchae.cli import DemoSpec, build_parser, figure_digits, resume_command, train_demo
+from scratchae.cli import DemoSpec, build_parser, figure_digits, run_guarded, train_demo
 from scratchae.models import conv_denoiser, conv_denoiser_transposed
-from scratchae.train import TrainingDiverged, TrainingInterrupted
 
 LEVELS = np.round(np.linspace(0.0, 0.9, 10), 2)  # the constant inputs shown in the figure
 DIGITS_SCORED = 1000  # test digits whose outputs are scored
@@ -175,23 +175,19 @@ def format_table(results):
 
 def main(argv=None):
     args = build_demo_parser().parse_args(argv)
-    try:
+
+    def run():
         results = {}
         for name, spec in MODELS.items():
             trainer, data, metrics = train_demo(spec, args)
             results[name] = measure(trainer, data, metrics)
         print(f"wrote {make_figure(results, args, trainer.epoch)}")
-    except TrainingInterrupted as stop:
-        where = f"checkpoint saved to {stop.checkpoint}; " if stop.checkpoint else ""
-        print(f"\ninterrupted: {where}resume with:\n  {resume_command()}", file=sys.stderr)
-        return 130
-    except (TrainingDiverged, ValueError, RuntimeError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    print(format_table(results))
-    print(f"checkerboard transposed={results['transposed']['blank']:.4f} "
-          f"upsample={results['upsample']['blank']:.4f}")
-    return 0
+        print(format_table(results))
+        t, u = results["transposed"], results["upsample"]
+        print(f"checkerboard hidden transposed={t['hidden']:.4f} upsample={u['hidden']:.4f}  "
+              f"output(0.5) transposed={t['half']:.4f} upsample={u['half']:.4f}")
+
+    return run_guarded(run, argv=argv)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ def make_figures(trainer, data, args):
     return [
         plots.image_rows(rows, out / "conv_denoise.png",
                          title=f"Convolutional denoiser, {args.noise} noise {args.noise_factor}, "
-                               f"{trainer.epoch} epochs"),
+                               f"{plots.epochs(trainer.epoch)}"),
         plots.loss_curves(trainer.history, out / "conv_denoise_loss.png",
                           title="Convolutional denoiser"),
     ]

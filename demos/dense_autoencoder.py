@@ -26,7 +26,7 @@ def make_figures(trainer, data, args):
     figures = [
         plots.image_rows([("original", digits), ("reconstruction", trainer.predict(digits))],
                          out / "dense_autoencoder.png",
-                         title=f"Dense autoencoder (hidden {args.hidden}), {trainer.epoch} epochs"),
+                         title=f"Dense autoencoder (hidden {args.hidden}), {plots.epochs(trainer.epoch)}"),
         plots.loss_curves(trainer.history, out / "dense_autoencoder_loss.png",
                           title="Dense autoencoder"),
     ]

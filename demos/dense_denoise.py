@@ -21,7 +21,7 @@ def make_figures(trainer, data, args):
     return [
         plots.image_rows(figure_digits(data, trainer), out / "dense_denoise.png",
                          title=f"Dense denoiser (hidden {args.hidden}), {args.noise} noise "
-                               f"{args.noise_factor}, {trainer.epoch} epochs"),
+                               f"{args.noise_factor}, {plots.epochs(trainer.epoch)}"),
         plots.loss_curves(trainer.history, out / "dense_denoise_loss.png", title="Dense denoiser"),
     ]
 

@@ -36,6 +36,11 @@ CELL = 1.0  # inches per digit image
 # Helpers
 # --------------------------------------------------------------------------
 
+def epochs(count):
+    """``"1 epoch"``, ``"3 epochs"``: for figure titles."""
+    return f"{count} epoch" + ("" if count == 1 else "s")
+
+
 def _new_figure(width, height):
     """A Figure of ``width`` x ``height`` inches on its own Agg canvas."""
     fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")

@@ -15,7 +15,8 @@ from scratchae.models import conv_denoiser, conv_denoiser_transposed
 from test_train import _sample_idx_dir
 
 ROOT = Path(__file__).resolve().parents[1]
-FINAL = re.compile(r"^checkerboard transposed=\d+\.\d{4} upsample=\d+\.\d{4}$")
+FINAL = re.compile(r"^checkerboard hidden transposed=\d+\.\d{4} upsample=\d+\.\d{4}  "
+                   r"output\(0\.5\) transposed=\d+\.\d{4} upsample=\d+\.\d{4}$")
 
 I, J = np.mgrid[:28, :28]
 CHECKER = (-1.0) ** (I + J)  # the pure period-2 pattern

@@ -79,6 +79,7 @@ def test_checkpoint_written_each_epoch_and_loadable(sample, tmp_path):
     ("dense_denoise.py", ["--epochs", "1", "--train-size", "512", "--noise", "mask",
                           "--noise-factor", "0.3"]),
     ("conv_denoise.py", ["--epochs", "1", "--train-size", "128", "--batch-size", "64"]),
+    ("compare_denoisers.py", ["--epochs", "1", "--train-size", "128", "--batch-size", "64"]),
 ])
 def test_demo_runs_and_prints_summary(demo, flags, tmp_path):
     result = subprocess.run(
@@ -93,7 +94,7 @@ def test_demo_runs_and_prints_summary(demo, flags, tmp_path):
     assert pngs, result.stdout
     for name in pngs:
         assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
-    assert (tmp_path / (demo[:-3] + ".npz")).exists()
+    assert list(tmp_path.glob("*.npz")), "no checkpoint written"
 
 
 def _sample_idx_dir(tmp_path):
