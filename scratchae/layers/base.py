@@ -64,6 +64,15 @@ class Layer:
                 f"got shape {tuple(x.shape)} ({x.ndim}-D)"
             )
 
+    def _check_images(self, x, channels=None):
+        """Raise ``ValueError`` unless ``x`` is an (N, C, H, W) batch, with ``C == channels`` if given."""
+        self._check_ndim(x, 4, "(N, C, H, W)")
+        if channels is not None and x.shape[1] != channels:
+            raise ValueError(
+                f"{self!r}: expected {channels} input channels, "
+                f"got input of shape {tuple(x.shape)} with {x.shape[1]} channels"
+            )
+
     def _check_float(self, x):
         """Raise ``TypeError`` unless ``x`` is a floating-point array."""
         if not np.issubdtype(x.dtype, np.floating):

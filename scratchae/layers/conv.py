@@ -319,13 +319,8 @@ class Conv2D(Layer):
         y : ndarray, shape (N, O, OH, OW)
             A view of channels-last memory (see the module docstring).
         """
-        self._check_ndim(x, 4, "(N, C, H, W)")
+        self._check_images(x, self.in_channels)
         n, c, h, w = x.shape
-        if c != self.in_channels:
-            raise ValueError(
-                f"{self!r}: expected {self.in_channels} input channels, "
-                f"got input of shape {tuple(x.shape)} with {c} channels"
-            )
         _, o, oh, ow = self.output_shape(x.shape)
         if oh < 1 or ow < 1:
             raise ValueError(

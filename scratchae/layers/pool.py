@@ -66,7 +66,7 @@ class MaxPool2D(Layer):
         -------
         y : ndarray, shape (N, C, OH, OW)
         """
-        self._check_ndim(x, 4, "(N, C, H, W)")
+        self._check_images(x)
         n, c, h, w = x.shape
         _, _, oh, ow = self.output_shape(x.shape)
         if oh < 1 or ow < 1:

@@ -70,7 +70,7 @@ class Upsample2D(Layer):
         -------
         y : ndarray, shape (N, C, OH, OW)
         """
-        self._check_ndim(x, 4, "(N, C, H, W)")
+        self._check_images(x)
         xp = backend.get_array_module(x)
         _, _, h, w = x.shape
         _, _, oh, ow = self.output_shape(x.shape)
