@@ -160,7 +160,5 @@ def test_errors_are_one_line(files, tmp_path, case):
 def test_transposed_checkpoint_is_detected(tmp_path):
     from scratchae import models
 
-    if not hasattr(models, "conv_denoiser_transposed"):
-        pytest.skip("no conv_denoiser_transposed in this version")
     models.conv_denoiser_transposed(seed=0).save(tmp_path / "t.npz")
     assert load_denoiser(tmp_path / "t.npz")[1] == "conv (transposed)"

@@ -26,7 +26,8 @@ from scratchae.cli import DemoSpec, run_demo, run_guarded
 from scratchae.layers import (Conv2D, ConvTranspose2D, Dense, Flatten, MaxPool2D, ReLU,
                               Reshape, Sigmoid, Upsample2D)
 from scratchae.losses import SigmoidCrossEntropy
-from scratchae.models import Sequential, conv_denoiser, dense_autoencoder, load_npz
+from scratchae.models import (Sequential, conv_denoiser, conv_denoiser_transposed,
+                              dense_autoencoder, load_npz)
 from scratchae.noise import make_noise
 from scratchae.optim import SGD, Adam
 from scratchae.train import Trainer, TrainingDiverged
@@ -148,11 +149,11 @@ def test_model_checks_input_shape():
 
 
 @pytest.mark.parametrize("factory, name", [(conv_denoiser, "conv_denoiser"),
-                                           (dense_autoencoder, "dense_autoencoder")])
+                                           (dense_autoencoder, "dense_autoencoder"),
+                                           (conv_denoiser_transposed, "conv_denoiser_transposed")])
 def test_factory_models_check_input_shape(factory, name):
     model = factory(seed=0)
-    if model.input_shape is None:
-        pytest.skip(f"{name}() does not pass input_shape=(1, 28, 28) to Sequential yet")
+    assert model.input_shape == (1, 28, 28)
     with pytest.raises(ValueError, match=rf"{name}: expected input of shape \(N, 1, 28, 28\), "
                                          r"got \(8, 1, 32, 32\)"):
         model.forward(np.zeros((8, 1, 32, 32), np.float32))

@@ -8,11 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("matplotlib")
-import matplotlib.image as mpimg  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import matplotlib.image as mpimg
+from matplotlib.figure import Figure
 
-from scratchae import plots  # noqa: E402
+from scratchae import plots
 
 K = 6
 
