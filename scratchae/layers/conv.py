@@ -454,7 +454,9 @@ class Conv2D(Layer):
         dW_flip = xp.zeros((c, kh * kw * o), dtype=d_cl.dtype)
         for batch in batch_chunks(n, h * w * kh * kw * o):
             dcols = self._im2col(d_cl[batch], back_pads, (1, 1))
-            dW_flip += x_cl[batch].reshape(-1, c).T @ dcols
+            # = x.T @ dcols, computed transposed: (KH*KW*O, C) is the GEMM
+            # shape OpenBLAS runs ~10% faster here than (C, KH*KW*O)
+            dW_flip += (dcols.T @ x_cl[batch].reshape(-1, c)).T
             if dx is not None:
                 xp.matmul(dcols, W_flip, out=dx[batch].reshape(-1, c))
         # (C, KH, KW, O) with the taps turned back -> (O, C, KH, KW)
