@@ -131,10 +131,12 @@ class Sequential:
             got = tuple(dout.shape) if hasattr(dout, "shape") else type(dout).__name__
             raise ValueError(f"{self.name}: backward expected dout of shape "
                              f"{self._output_shape} (the forward output's), got {got}")
-        first = next((i for i, layer in enumerate(self.layers) if layer.params), 0)
+        # Without input_grad, backprop ends at the first layer with parameters
+        # (or at once, if no layer has any: there is nothing to compute then).
+        first = next((i for i, layer in enumerate(self.layers) if layer.params), None)
         for i in range(len(self.layers) - 1, -1, -1):
-            if not input_grad and i == first:
-                return self.layers[i].backward(dout, input_grad=False)
+            if not input_grad and (first is None or i == first):
+                return None if first is None else self.layers[i].backward(dout, input_grad=False)
             dout = self.layers[i].backward(dout)
         return dout
 
