@@ -32,12 +32,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from . import backend, models, plots
-from .cli import check_output_dir, positive_float
+from . import backend, plots
+from .cli import check_output_dir, positive_float, run_guarded
 from .fileio import atomic_write
-from .layers import sigmoid
-from .models import conv_denoiser, dense_autoencoder, load_npz
+from .models import conv_denoiser, conv_denoiser_transposed, dense_autoencoder, load_npz
 from .noise import gaussian
+from .train import predict
 
 SIZE = 28  # MNIST's image size
 ZOOM = 8  # NAME_denoised_x8.png is 8x larger (nearest neighbour)
@@ -82,10 +82,7 @@ def load_denoiser(path):
                                 f"(train one with: python demos/conv_denoise.py)")
     arrays = load_npz(path)  # ValueError if it is not a readable .npz
     saved = str(arrays.get("__architecture__", ""))
-    candidates = [("conv", conv_denoiser)]
-    transposed = getattr(models, "conv_denoiser_transposed", None)  # newer than this tool
-    if transposed is not None:
-        candidates.append(("conv (transposed)", transposed))
+    candidates = [("conv", conv_denoiser), ("conv (transposed)", conv_denoiser_transposed)]
     w = arrays.get("1.W")
     if w is not None and w.ndim == 2:
         hidden = int(w.shape[1])
@@ -265,9 +262,7 @@ def run(args):
     model_input = clean
     if args.noise_factor is not None:
         model_input = gaussian(clean, args.noise_factor, np.random.default_rng(args.seed))
-    denoised = np.concatenate([  # batches of 64 keep the conv's im2col buffers small
-        backend.to_numpy(sigmoid(model.forward(backend.asarray(model_input[i:i + 64]))))
-        for i in range(0, len(model_input), 64)])
+    denoised = predict(model, model_input, batch_size=64)
 
     stems = output_stems(args.inputs)
     written = []
@@ -292,14 +287,12 @@ def run(args):
 def main(argv=None):
     """Entry point of ``python -m scratchae.denoise``; returns the exit code."""
     args = build_parser().parse_args(argv)
-    try:
-        written = run(args)
-    except (ValueError, RuntimeError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    for path in written:
-        print(f"wrote {path}")
-    return 0
+
+    def denoise():
+        for path in run(args):
+            print(f"wrote {path}")
+
+    return run_guarded(denoise, argv=argv)  # errors: one "error: ..." line, exit code 1
 
 
 if __name__ == "__main__":

@@ -124,6 +124,25 @@ def psnr(images, reference, max_value=1.0):
         return 10 * xp.log10(max_value**2 / mse)
 
 
+def predict(model, images, batch_size):
+    """Sigmoid of a model's logits, computed batch by batch.
+
+    Parameters
+    ----------
+    model : Sequential
+    images : ndarray, shape (N, 1, 28, 28), host NumPy
+    batch_size : int
+        Small batches keep the convolutions' scratch buffers small.
+
+    Returns
+    -------
+    ndarray, shape (N, 1, 28, 28), host NumPy, values in [0, 1]
+    """
+    return np.concatenate([
+        backend.to_numpy(sigmoid(model.forward(backend.asarray(images[i:i + batch_size]))))
+        for i in range(0, len(images), batch_size)])
+
+
 def format_summary(metrics):
     """The one summary line every demo ends with."""
     return (f"test bce={metrics['bce']:.4f} psnr_in={metrics['psnr_in']:.2f}dB "
@@ -247,9 +266,7 @@ class Trainer:
         -------
         ndarray, shape (N, 1, 28, 28), host NumPy, values in [0, 1]
         """
-        outputs = [backend.to_numpy(sigmoid(self.model.forward(backend.asarray(images[i:i + self.eval_batch_size]))))
-                   for i in range(0, len(images), self.eval_batch_size)]
-        return np.concatenate(outputs)
+        return predict(self.model, images, self.eval_batch_size)
 
     def evaluate(self, images):
         """Mean sigmoid cross-entropy and mean PSNR of input and output.
@@ -367,7 +384,7 @@ class Trainer:
                         self._sync_losses(pending)
                         raise TrainingInterrupted(self._save_on_interrupt())
                     index = self.perm[self.step * self.batch_size:(self.step + 1) * self.batch_size]
-                    clean = data[xp.asarray(index)] if xp is not np else data[index]
+                    clean = data[xp.asarray(index)]  # the index moves to the device too
                     pending.append(self.train_step(clean))
                     self.step += 1
                     samples_this_run += len(index)
