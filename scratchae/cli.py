@@ -122,6 +122,9 @@ def build_parser(spec):
     parser.add_argument("--resume", action="store_true",
                         help="continue from the checkpoint OUT/NAME.npz")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument("--workers", type=positive_int, default=None,
+                        help="threads sharing each batch on the CPU (default: one per BLAS "
+                             "thread, i.e. per core; 1 with --backend cupy)")
     if spec.noise_factor is not None:
         parser.add_argument("--noise", choices=tuple(NOISES), default="gaussian",
                             help="the corruption: gaussian noise, salt-and-pepper, or masking")
@@ -207,7 +210,7 @@ def train_demo(spec, args, log=None):
     model = spec.build_model(args)
     trainer = Trainer(model, lr=args.lr, batch_size=args.batch_size,
                       noise=noise, seed=args.seed, checkpoint=checkpoint,
-                      progress=not args.no_progress, log=log)
+                      progress=not args.no_progress, log=log, workers=args.workers)
     if args.resume:
         meta = trainer.resume(checkpoint)  # checks it all before changing anything
         log(f"resumed from {checkpoint}: {meta['epoch']} epochs and {meta['step']} batches done")
@@ -216,7 +219,7 @@ def train_demo(spec, args, log=None):
         f"from {data.source}; backend {args.backend}")
     if trainer.epoch < args.epochs:
         log(f"training: epochs {trainer.epoch + 1}..{args.epochs}, batch size {args.batch_size}, "
-            f"lr {args.lr:g}; checkpoint {checkpoint} (Ctrl-C saves it and stops)")
+            f"lr {args.lr:g}, {trainer.parallel.workers} worker{'s' * (trainer.parallel.workers != 1)}; checkpoint {checkpoint} (Ctrl-C saves it and stops)")
         trainer.fit(train, data.test_images, epochs=args.epochs)
     history = trainer.history
     if history["test_loss"] and history["test_loss"][-1] is not None and trainer.epoch == len(history["test_loss"]):

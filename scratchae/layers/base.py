@@ -12,6 +12,7 @@ A layer is a small object with two methods:
 """
 
 import math
+import threading
 
 import numpy as np
 
@@ -99,7 +100,7 @@ class Layer:
             )
 
 
-_WORKSPACES = {}
+_WORKSPACES = threading.local()  # one set of buffers per thread
 
 
 def workspace(name, shape, like):
@@ -113,7 +114,9 @@ def workspace(name, shape, like):
 
     The contents are only valid until the next request for the same name,
     by any layer: use it for temporaries inside one call, never for a
-    forward cache or a layer's output.
+    forward cache or a layer's output. Every thread has its own buffers,
+    so the worker threads of :mod:`scratchae.parallel`, each running its
+    own slice of the batch, never write into each other's scratch memory.
 
     Parameters
     ----------
@@ -125,9 +128,12 @@ def workspace(name, shape, like):
     size = math.prod(shape)
     xp = backend.get_array_module(like)
     key = (name, np.dtype(like.dtype).str, xp.__name__)
-    buffer = _WORKSPACES.get(key)
+    buffers = getattr(_WORKSPACES, "buffers", None)
+    if buffers is None:
+        buffers = _WORKSPACES.buffers = {}
+    buffer = buffers.get(key)
     if buffer is None or buffer.size < size:
-        buffer = _WORKSPACES[key] = xp.empty(size, dtype=like.dtype)
+        buffer = buffers[key] = xp.empty(size, dtype=like.dtype)
     return buffer[:size].reshape(shape)
 
 

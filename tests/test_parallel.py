@@ -1,0 +1,165 @@
+"""Data parallelism (scratchae.parallel): the same loss and gradients as one worker."""
+import threading
+
+import numpy as np
+import pytest
+
+import scratchae.backend as B
+import scratchae.parallel as parallel
+from scratchae.layers import Dense
+from scratchae.layers.base import workspace
+from scratchae.losses import SigmoidCrossEntropy
+from scratchae.models import Sequential, conv_denoiser, dense_autoencoder
+from scratchae.parallel import DataParallel, batch_slices, check_workers, replicate
+from scratchae.train import Trainer, predict
+
+from conftest import to_np, to_xp
+
+
+@pytest.mark.parametrize("n, workers", [(128, 2), (7, 2), (7, 3), (5, 8), (1, 2), (10, 1)])
+def test_batch_slices_cover_the_batch_evenly(n, workers):
+    slices = batch_slices(n, workers)
+    assert len(slices) == min(n, workers)
+    assert slices[0].start == 0 and slices[-1].stop == n
+    assert all(a.stop == b.start for a, b in zip(slices, slices[1:]))
+    sizes = [s.stop - s.start for s in slices]
+    assert min(sizes) >= 1 and max(sizes) - min(sizes) <= 1
+
+
+def _batch(model, n, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    shape = (n,) + tuple(model.input_shape)
+    return rng.uniform(size=shape).astype(dtype), rng.uniform(size=shape).astype(dtype)
+
+
+def _gradients(model, inputs, targets, workers):
+    loss = DataParallel(model, SigmoidCrossEntropy(), workers).forward_backward(inputs, targets)
+    return float(to_np(loss)), {k: to_np(g) for k, g in model.grads.items()}
+
+
+@pytest.mark.parametrize("build", [conv_denoiser, dense_autoencoder])
+@pytest.mark.parametrize("workers, n", [(2, 6), (3, 7), (4, 3)])
+def test_same_loss_and_gradients_as_one_worker(backend, build, workers, n):
+    if backend != "numpy":
+        pytest.skip("several workers are for the NumPy backend")
+    model = build(seed=1, dtype=np.float64)
+    inputs, targets = _batch(model, n, np.float64)
+    loss_one, grads_one = _gradients(model, inputs, targets, 1)
+    loss_many, grads_many = _gradients(model, inputs, targets, workers)
+    assert loss_many == pytest.approx(loss_one, rel=1e-12)
+    assert grads_many.keys() == grads_one.keys()
+    for key, g in grads_one.items():
+        assert grads_many[key].dtype == g.dtype
+        np.testing.assert_allclose(grads_many[key], g, rtol=1e-9, atol=1e-12 * np.abs(g).max(),
+                                   err_msg=key)
+
+
+def test_float32_stays_float32():
+    model = conv_denoiser(seed=0)
+    inputs, targets = _batch(model, 4, np.float32)
+    loss = DataParallel(model, SigmoidCrossEntropy(), 2).forward_backward(inputs, targets)
+    assert loss.dtype == np.float32
+    assert all(g.dtype == np.float32 for g in model.gradients())
+
+
+def test_forward_matches_the_model(backend):
+    model = dense_autoencoder(hidden=8, seed=0, dtype=np.float64)
+    inputs = to_xp(_batch(model, 5, np.float64)[0])
+    workers = 3 if backend == "numpy" else 1
+    out = DataParallel(model, workers=workers).forward(inputs)
+    np.testing.assert_allclose(to_np(out), to_np(model.forward(inputs)), rtol=1e-12)
+
+
+def test_replicas_share_parameters_but_not_caches_or_gradients():
+    model = dense_autoencoder(hidden=8, seed=0)
+    model.forward(_batch(model, 2, np.float32)[0])
+    twin = replicate(model)
+    for layer, copy in zip(model.layers, twin.layers):
+        assert copy is not layer
+        for key in layer.params:
+            assert copy.params[key] is layer.params[key]
+        assert copy._cache is None and copy.grads == {}
+    dense = next(i for i, layer in enumerate(model.layers) if layer.params)
+    model.layers[dense].params["W"] += 1.0  # what the optimizer does, in place
+    assert twin.layers[dense].params["W"] is model.layers[dense].params["W"]
+
+
+def test_gradients_are_new_arrays_and_params_untouched():
+    model = dense_autoencoder(hidden=8, seed=0, dtype=np.float64)
+    before = {k: v.copy() for k, v in model.params.items()}
+    inputs, targets = _batch(model, 6, np.float64)
+    DataParallel(model, SigmoidCrossEntropy(), 2).forward_backward(inputs, targets)
+    for key, value in model.params.items():
+        np.testing.assert_array_equal(value, before[key])
+        assert not np.shares_memory(model.grads[key], value)
+
+
+def test_workspaces_are_per_thread():
+    like = np.zeros(1, dtype=np.float32)
+    here = workspace("test-parallel", (4,), like)
+    there = []
+    thread = threading.Thread(target=lambda: there.append(workspace("test-parallel", (4,), like)))
+    thread.start()
+    thread.join()
+    assert not np.shares_memory(here, there[0])
+    assert np.shares_memory(here, workspace("test-parallel", (2,), like))  # reused in one thread
+
+
+def test_errors_in_a_worker_reach_the_caller():
+    model = dense_autoencoder(hidden=8, seed=0)
+    bad = np.zeros((4, 3), dtype=np.float32)
+    with pytest.raises(ValueError, match=r"expected input of shape \(N, 1, 28, 28\), got \(4, 3\)"):
+        DataParallel(model, SigmoidCrossEntropy(), 2).forward_backward(bad, bad)
+    images = np.zeros((4, 1, 28, 28), dtype=np.float32)
+    with pytest.raises(ValueError, match=r"shape"):  # the targets, checked by the loss
+        DataParallel(model, SigmoidCrossEntropy(), 2).forward_backward(images, images[:3])
+
+
+def test_errstate_of_the_caller_holds_in_the_workers():
+    model = Sequential([Dense(2, 2, seed=0)])
+    model.layers[0].params["W"][...] = 3e38
+    x = np.ones((4, 2), dtype=np.float32)
+    with np.errstate(over="raise"), pytest.raises(FloatingPointError):
+        DataParallel(model, workers=2).forward(x)
+    with np.errstate(over="ignore", invalid="ignore"):
+        DataParallel(model, workers=2).forward(x)  # no warning, no error
+
+
+@pytest.mark.parametrize("workers", [0, -1, 1.5, True, "2"])
+def test_bad_workers(workers):
+    with pytest.raises(ValueError, match=r"Trainer: workers must be a positive int or None"):
+        Trainer(dense_autoencoder(hidden=8), workers=workers)
+
+
+def test_several_workers_need_the_numpy_backend(monkeypatch):
+    monkeypatch.setattr(B, "get_backend", lambda: "cupy")
+    with pytest.raises(ValueError, match=r"workers=2 .*only the NumPy backend.*needs workers=1"):
+        check_workers(2, "Trainer")
+    assert check_workers(None, "Trainer") == 1
+
+
+def test_default_workers_follow_blas(monkeypatch):
+    monkeypatch.setattr(parallel, "blas_threads", lambda: 3)
+    assert parallel.default_workers() == 3
+    monkeypatch.setattr(parallel, "blas_threads", lambda: None)  # BLAS not found
+    assert parallel.default_workers() == 1
+
+
+def _fit(workers):
+    model = dense_autoencoder(hidden=8, seed=0, dtype=np.float64)
+    images = np.random.default_rng(0).uniform(size=(40, 1, 28, 28))
+    trainer = Trainer(model, lr=0.01, batch_size=16, progress=False, log=lambda s: None,
+                      workers=workers)
+    trainer.fit(images, images[:8], epochs=2)
+    return trainer
+
+
+def test_trainer_with_workers_follows_the_one_worker_run():
+    one, two = _fit(1), _fit(2)
+    assert two.parallel.workers == 2
+    np.testing.assert_allclose(two.history["train_loss"], one.history["train_loss"], rtol=1e-10)
+    for key, value in one.model.params.items():
+        np.testing.assert_allclose(two.model.params[key], value, rtol=1e-8, atol=1e-12)
+    images = np.random.default_rng(1).uniform(size=(9, 1, 28, 28))
+    np.testing.assert_allclose(two.predict(images), predict(two.model, images, 4, workers=1),
+                               rtol=1e-12)
