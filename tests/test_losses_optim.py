@@ -160,6 +160,25 @@ def test_adam_first_step_is_lr_sign(backend):
     np.testing.assert_allclose(to_np(p), p0 - 0.1 * np.sign(g), rtol=1e-5)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_adam_moments_of_a_dead_parameter_reach_zero_not_subnormals(backend, dtype):
+    """A gradient that turns 0 for good (a dead ReLU unit) makes m shrink by
+    b1 per step; without care it sinks into the slow subnormal floats and
+    stays at the smallest one forever."""
+    tiny = np.finfo(dtype).tiny
+    grad = np.array([1.0, -1.0, 1e-3, 0.0], dtype=dtype)
+    p = to_xp(np.zeros(4, dtype=dtype))
+    opt = Adam([p], lr=1e-3)
+    opt.step([to_xp(grad)])
+    zero = to_xp(np.zeros(4, dtype=dtype))
+    steps = 8000 if dtype == np.float64 else 1100  # 0.9^t passes tiny after ~830 / ~6700
+    for _ in range(steps):
+        opt.step([zero])
+        m = np.abs(to_np(opt.m[0]))
+        assert not ((m > 0) & (m < tiny)).any(), f"subnormal first moment {m}"
+    assert (to_np(opt.m[0]) == 0).all()
+
+
 def test_adam_updates_in_place(backend):
     p = to_xp(np.ones((3, 2)))
     alias = p
