@@ -218,8 +218,9 @@ def train_demo(spec, args, log=None):
     log(f"{spec.name}: {len(train)} training / {len(data.test_images)} test images "
         f"from {data.source}; backend {args.backend}")
     if trainer.epoch < args.epochs:
+        workers = trainer.parallel.workers_for((args.batch_size, *train.shape[1:]))
         log(f"training: epochs {trainer.epoch + 1}..{args.epochs}, batch size {args.batch_size}, "
-            f"lr {args.lr:g}, {trainer.parallel.workers} worker{'s' * (trainer.parallel.workers != 1)}; checkpoint {checkpoint} (Ctrl-C saves it and stops)")
+            f"lr {args.lr:g}, {workers} worker{'s' * (workers != 1)}; checkpoint {checkpoint} (Ctrl-C saves it and stops)")
         trainer.fit(train, data.test_images, epochs=args.epochs)
     history = trainer.history
     if history["test_loss"] and history["test_loss"][-1] is not None and trainer.epoch == len(history["test_loss"]):

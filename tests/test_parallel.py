@@ -16,6 +16,12 @@ from scratchae.train import Trainer, predict
 from conftest import to_np, to_xp
 
 
+@pytest.fixture(autouse=True)
+def split_small_batches(monkeypatch):
+    """Split even the tiny test batches (the real threshold keeps them whole)."""
+    monkeypatch.setattr(parallel, "MIN_WORK_PER_WORKER", 1)
+
+
 @pytest.mark.parametrize("n, workers", [(128, 2), (7, 2), (7, 3), (5, 8), (1, 2), (10, 1)])
 def test_batch_slices_cover_the_batch_evenly(n, workers):
     slices = batch_slices(n, workers)
@@ -123,6 +129,32 @@ def test_errstate_of_the_caller_holds_in_the_workers():
         DataParallel(model, workers=2).forward(x)
     with np.errstate(over="ignore", invalid="ignore"):
         DataParallel(model, workers=2).forward(x)  # no warning, no error
+
+
+def test_small_work_is_not_split(monkeypatch):
+    monkeypatch.setattr(parallel, "MIN_WORK_PER_WORKER", 2_000_000)
+    conv = DataParallel(conv_denoiser(), workers=2)
+    dense = DataParallel(dense_autoencoder(), workers=4)
+    # conv: 332,144 layer outputs per sample; dense: 2,480
+    assert [conv.workers_for((n, 1, 28, 28)) for n in (1, 8, 16, 128)] == [1, 1, 2, 2]
+    assert [dense.workers_for((n, 1, 28, 28)) for n in (128, 1024, 8192)] == [1, 1, 4]
+    assert conv.workers_for((16, 3, 28, 28)) == 2  # shapes are not checked here
+    assert DataParallel(conv_denoiser(), workers=1).workers_for((128, 1, 28, 28)) == 1
+
+
+def test_each_worker_gets_its_slice(monkeypatch):
+    model = dense_autoencoder(hidden=8, seed=0)
+    calls = []
+    forward = type(model.layers[0]).forward
+
+    def spy(self, x):
+        calls.append((len(x), threading.current_thread() is threading.main_thread()))
+        return forward(self, x)
+
+    monkeypatch.setattr(type(model.layers[0]), "forward", spy)
+    inputs, targets = _batch(model, 5, np.float32)
+    DataParallel(model, SigmoidCrossEntropy(), 2).forward_backward(inputs, targets)
+    assert sorted(calls) == [(2, False), (3, False)]  # both off the main thread
 
 
 @pytest.mark.parametrize("workers", [0, -1, 1.5, True, "2"])
