@@ -16,6 +16,7 @@ From the repository root, with the package installed
     python benchmarks/throughput.py --model dense --batch-size 256
     python benchmarks/throughput.py --backend cupy --vs-torch   # GPU (torch on CUDA)
     python benchmarks/throughput.py --threads 1      # single-threaded BLAS
+    python benchmarks/throughput.py --workers 1      # no data parallelism
 
 Options
 -------
@@ -30,6 +31,9 @@ Options
                              what NumPy's BLAS already uses (threadpoolctl if it
                              is installed, else those variables, else the number
                              of CPUs this process may run on)
+--workers W                  threads that share each batch in scratchae
+                             (scratchae.parallel); default: scratchae's own
+                             default, one per BLAS thread on NumPy, 1 on CuPy
 --dtype {float32,float64}    default float32 (PyTorch uses the same dtype)
 --vs-torch                   also time PyTorch (skipped with a note if absent)
 --profile                    per-layer forward/backward breakdown
@@ -153,6 +157,9 @@ def parse_args(argv=None):
                         help="untimed steps before timing (default 3)")
     parser.add_argument("--threads", type=positive_int, default=None,
                         help="BLAS/OpenMP threads (default: what NumPy's BLAS uses)")
+    parser.add_argument("--workers", type=positive_int, default=None,
+                        help="scratchae threads sharing each batch (default: one per "
+                             "BLAS thread on NumPy, 1 on CuPy)")
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     parser.add_argument("--vs-torch", action="store_true",
                         help="also time the same architecture in PyTorch")
@@ -272,16 +279,19 @@ def build_scratchae(model_name, args):
 def scratchae_step_fn(model_name, args, batch):
     """A function running one scratchae training step, and its sync function."""
     from scratchae import backend
+    from scratchae.parallel import DataParallel
     model, criterion, optimizer = build_scratchae(model_name, args)
     x, t = (backend.asarray(a) for a in batch)
+    # The step of scratchae.train.Trainer: forward, loss and backward (no
+    # gradient for the input images, as in PyTorch, where the input does not
+    # require grad), split over args.workers threads, then Adam.
+    parallel = DataParallel(model, criterion, args.workers)
 
     def step():
-        logits = model.forward(x)
-        criterion.forward(logits, t)
-        # no gradient for the input images, as in training (and in PyTorch,
-        # where the input does not require grad)
-        model.backward(criterion.backward(), input_grad=False)
+        parallel.forward_backward(x, t)
         optimizer.step(model.gradients())
+
+    step.workers = parallel.workers_for(tuple(x.shape))  # for the printout
 
     return step, scratchae_sync_fn(args)
 
@@ -350,6 +360,26 @@ def torch_step_fn(model_name, args, batch, torch, device):
 # --------------------------------------------------------------------------
 # timing
 # --------------------------------------------------------------------------
+#: Untimed steps before every timed repeat, for at least this long (seconds).
+#: After a call, OpenBLAS's and OpenMP's worker threads keep spinning on the
+#: cores for up to ~0.1 s, waiting for more work. Had the other framework
+#: just run, its spinning threads would steal the cores from this one's
+#: timed repeat (measured: torch's dense step 1.1 ms -> 6 ms right after a
+#: scratchae step with a 2-thread OpenBLAS). By the end of this settling
+#: time they have gone to sleep.
+SETTLE_SECONDS = 0.2
+
+
+def settle(step, sync, seconds):
+    """Run ``step`` untimed, at least once, until ``seconds`` have passed."""
+    start = time.perf_counter()
+    while True:
+        step()
+        sync()
+        if time.perf_counter() - start >= seconds:
+            return
+
+
 def time_alternating(runners, warmup, repeats, min_time):
     """Time ``runners`` ({name: (step, sync)}) taking turns, one repeat each.
 
@@ -371,7 +401,7 @@ def time_alternating(runners, warmup, repeats, min_time):
     times = {name: [] for name in runners}
     for _ in range(repeats):
         for name, (step, sync) in runners.items():
-            sync()
+            settle(step, sync, SETTLE_SECONDS)
             start = time.perf_counter()
             for _ in range(inner[name]):
                 step()
@@ -547,6 +577,7 @@ def measure_memory(model_name, framework, args):
         "--_memory-child", model_name, framework,
         "--batch-size", str(args.batch_size), "--backend", args.backend,
         "--dtype", args.dtype, "--threads", str(args.threads), "--seed", str(args.seed),
+        "--workers", str(args.workers),
         "--warmup", str(args.warmup), "--repeats", str(args.repeats),
     ]
     proc = subprocess.run(command, capture_output=True, text=True)
@@ -604,20 +635,20 @@ def print_header(args, threads_source, torch):
     if args.vs_torch:
         torch_text = (f", torch {torch.__version__} ({plural(torch.get_num_threads(), 'thread')})"
                       if torch is not None else ", torch not available")
-    print(f"backend {backend_text}, batch {args.batch_size}, dtype {args.dtype}, "
-          f"warmup {args.warmup}, repeats {args.repeats}{torch_text}")
+    print(f"backend {backend_text}, up to {plural(args.workers, 'worker')}, batch {args.batch_size}, "
+          f"dtype {args.dtype}, warmup {args.warmup}, repeats {args.repeats}{torch_text}")
     print("step = forward + SigmoidCrossEntropy + backward + Adam; figures are medians; "
           f"load average {load_average()} at start")
     print(flush=True)
 
 
-def print_timing(model_name, args, times, inner):
+def print_timing(model_name, args, times, inner, workers):
     rows = []
     for name, ts in times.items():
         med = statistics.median(ts)
         rows.append([name, f"{med * 1e3:.2f}", f"{min(ts) * 1e3:.2f}",
                      f"{max(ts) * 1e3:.2f}", str(inner[name]), f"{args.batch_size / med:.1f}"])
-    title = f"[{model_name}] step time, {args.repeats} repeats"
+    title = f"[{model_name}] step time, {args.repeats} repeats, scratchae on {plural(workers, 'worker')}"
     if len(times) > 1:
         title += ", frameworks alternating"
     print(title)
@@ -643,7 +674,8 @@ def print_profile(model_name, rows, step_median):
                  f"{(accounted - fwd_total) * 1e3:.3f}", "100.0"])
     print(f"[{model_name}] scratchae profile, medians over the steps: sum of rows "
           f"{accounted * 1e3:.2f} ms, median profiled step {step_median * 1e3:.2f} ms")
-    print("(Adam.step and 'other' are listed in the bwd column)")
+    print("(one worker, so that every row is that layer's own time; "
+          "Adam.step and 'other' are listed in the bwd column)")
     print(table(["#", "layer", "output shape", "fwd ms", "bwd ms", "% step"],
                 body, "rllrrr"))
     print(flush=True)
@@ -673,9 +705,9 @@ def print_memory(model_name, args, memory):
     print(flush=True)
 
 
-def summary_line(model_name, args, times, memory):
+def summary_line(model_name, args, times, memory, workers):
     speed = {name: args.batch_size / statistics.median(ts) for name, ts in times.items()}
-    parts = [f"{model_name:<5}", f"batch {args.batch_size}"]
+    parts = [f"{model_name:<5}", f"batch {args.batch_size}", plural(workers, "worker")]
     parts += [f"{name} {speed[name]:.1f} samples/s" for name in speed]
     if "torch" in speed:
         parts.append(f"ratio {speed['scratchae'] / speed['torch']:.2f}")
@@ -716,6 +748,12 @@ def main(argv=None):
         except RuntimeError as error:
             raise SystemExit(str(error))
 
+    from scratchae.parallel import check_workers
+    try:
+        args.workers = check_workers(args.workers, "--workers")
+    except ValueError as error:
+        raise SystemExit(str(error))
+
     if args._memory_child is not None:
         memory_child(args)
         return
@@ -740,11 +778,12 @@ def main(argv=None):
     summaries = []
     for model_name in models:
         runners = {"scratchae": scratchae_step_fn(model_name, args, batch)}
+        workers = runners["scratchae"][0].workers
         if torch is not None:
             runners["torch"] = torch_step_fn(model_name, args, batch, torch, device)
         times, inner = time_alternating(runners, args.warmup, args.repeats, args.min_time)
         del runners  # free both models before profiling and the next model
-        print_timing(model_name, args, times, inner)
+        print_timing(model_name, args, times, inner, workers)
 
         if args.profile:
             rows, step_median = profile_scratchae(model_name, args, batch)
@@ -755,7 +794,7 @@ def main(argv=None):
             for framework in ("scratchae", "torch") if torch is not None else ("scratchae",):
                 memory[framework] = measure_memory(model_name, framework, args)
             print_memory(model_name, args, memory)
-        summaries.append(summary_line(model_name, args, times, memory))
+        summaries.append(summary_line(model_name, args, times, memory, workers))
 
     print(f"summary (load average {load_average()} at the end)")
     for line in summaries:
