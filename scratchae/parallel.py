@@ -132,8 +132,8 @@ class DataParallel:
     ----------
     model : Sequential
     loss_fn : SigmoidCrossEntropy, optional
-        Copied for every worker (a loss keeps a cache, too); needed by
-        :meth:`forward_backward` only.
+        Run once per step, on the whole batch, in the calling thread;
+        needed by :meth:`forward_backward` only.
     workers : int, optional
         Threads; None picks :func:`default_workers`. With 1, nothing is
         split and no thread is started.
