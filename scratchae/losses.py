@@ -2,32 +2,7 @@
 
 from . import backend
 from .layers.activations import sigmoid
-from .layers.base import nonfinite_summary
-
-
-def check_unit_interval(values, what):
-    """Raise ``ValueError`` unless every value is finite and in [0, 1].
-
-    Two reductions (min and max; NaN propagates through both), read back
-    together: one wait on CuPy.
-
-    Parameters
-    ----------
-    values : ndarray, any shape
-    what : str
-        Names the array in the message, e.g. ``"Trainer.fit: train_images"``.
-    """
-    if values.size == 0:
-        return
-    xp = backend.get_array_module(values)
-    lo, hi = (float(v) for v in backend.to_numpy(xp.stack([values.min(), values.max()])))
-    if 0.0 <= lo and hi <= 1.0:  # False for NaN
-        return
-    problem = nonfinite_summary(values)
-    if problem is not None:
-        raise ValueError(f"{what} must be finite, in [0, 1]; found {problem}")
-    raise ValueError(f"{what} must be in [0, 1], got values from {lo:g} to {hi:g} "
-                     f"(scale images to [0, 1], e.g. divide uint8 pixels by 255)")
+from .validate import unit_interval
 
 
 class SigmoidCrossEntropy:
@@ -86,7 +61,7 @@ class SigmoidCrossEntropy:
                 f"got logits {tuple(logits.shape)} and targets {tuple(targets.shape)}"
             )
         if self.check_targets:
-            check_unit_interval(targets, "SigmoidCrossEntropy: targets")
+            unit_interval(targets, "SigmoidCrossEntropy: targets")
         xp = backend.get_array_module(logits)
         x, t = logits, targets
         e = xp.exp(-xp.abs(x))  # in (0, 1]: never overflows

@@ -1,16 +1,11 @@
-"""Models: a ``Sequential`` container and the tutorial's two autoencoders."""
-
-import os
-import zipfile
-import zlib
+"""Models: a ``Sequential`` container and the tutorial's autoencoders."""
 
 import numpy as np
 
-from . import backend
+from . import checkpoint
 from .layers import (Conv2D, ConvTranspose2D, Dense, Flatten, MaxPool2D, ReLU,
                      Reshape, Upsample2D)
-from .fileio import atomic_write
-from .layers.base import check_float_dtype, nonfinite_summary
+from .validate import float_dtype, nonfinite_summary
 
 MNIST_SHAPE = (1, 28, 28)  # one MNIST image, (C, H, W): what the model builders expect
 
@@ -69,32 +64,23 @@ class Sequential:
         return f"Sequential({inner}\n)"
 
     def check_input(self, x):
-        """Raise unless ``x`` is a batch this model accepts; changes nothing.
+        """Raise ``TypeError``/``ValueError`` unless ``x`` is a batch this model accepts.
 
         Checks the array type and dtype, the shape against ``input_shape``
         (if set) and, with ``check_finite``, that there is no NaN or inf.
-
-        Raises
-        ------
-        TypeError
-            If ``x`` is not a floating-point array.
-        ValueError
-            If its shape is wrong or it holds NaN or inf.
         """
-        name = self.name
         if not (hasattr(x, "shape") and hasattr(x, "dtype")):
-            raise TypeError(f"{name}: expected an array, got {type(x).__name__}")
+            raise TypeError(f"{self.name}: expected an array, got {type(x).__name__}")
         if not np.issubdtype(x.dtype, np.floating):
-            raise TypeError(f"{name}: expected a floating-point input (e.g. float32 in [0, 1]), "
-                            f"got dtype {x.dtype}")
+            raise TypeError(f"{self.name}: expected a floating-point input (e.g. float32 in "
+                            f"[0, 1]), got dtype {x.dtype}")
         if self.input_shape is not None and tuple(x.shape[1:]) != self.input_shape:
             expected = ", ".join(["N", *map(str, self.input_shape)])
-            raise ValueError(f"{name}: expected input of shape ({expected}), "
+            raise ValueError(f"{self.name}: expected input of shape ({expected}), "
                              f"got {tuple(x.shape)}")
-        if self.check_finite:
-            problem = nonfinite_summary(x)
-            if problem is not None:
-                raise ValueError(f"{name}: the input holds NaN or inf ({problem})")
+        problem = nonfinite_summary(x) if self.check_finite else None
+        if problem is not None:
+            raise ValueError(f"{self.name}: the input holds NaN or inf ({problem})")
 
     def forward(self, x):
         """x : ndarray, the first layer's input shape -> the last layer's output."""
@@ -104,26 +90,12 @@ class Sequential:
         self._output_shape = tuple(x.shape)
         return x
 
-    def backward(self, dout, input_grad=True):
+    def backward(self, dout):
         """dout : ndarray, the output's shape -> dL/dx, the input's shape.
 
-        Fills every layer's ``grads`` on the way (chain rule, last layer first).
-
-        Parameters
-        ----------
-        dout : ndarray, the output's shape
-        input_grad : bool, default True
-            When False, stop at the first layer that has parameters and
-            return None: training needs no gradient with respect to the
-            input images, and skipping it saves the first layer's dx.
-
-        Raises
-        ------
-        RuntimeError
-            If ``forward`` was never called.
-        ValueError
-            If ``dout`` does not have the last output's shape (no gradient
-            is changed then).
+        Fills every layer's ``grads`` on the way (chain rule, last layer
+        first). Raises ``RuntimeError`` before any ``forward`` and
+        ``ValueError`` (changing nothing) if ``dout`` has the wrong shape.
         """
         if self._output_shape is None:
             raise RuntimeError(f"{self.name}: backward() called before forward()")
@@ -131,14 +103,16 @@ class Sequential:
             got = tuple(dout.shape) if hasattr(dout, "shape") else type(dout).__name__
             raise ValueError(f"{self.name}: backward expected dout of shape "
                              f"{self._output_shape} (the forward output's), got {got}")
-        # Without input_grad, backprop ends at the first layer with parameters
-        # (or at once, if no layer has any: there is nothing to compute then).
-        first = next((i for i, layer in enumerate(self.layers) if layer.params), None)
-        for i in range(len(self.layers) - 1, -1, -1):
-            if not input_grad and (first is None or i == first):
-                return None if first is None else self.layers[i].backward(dout, input_grad=False)
-            dout = self.layers[i].backward(dout)
+        for layer in reversed(self.layers):
+            dout = layer.backward(dout)
         return dout
+
+    def penalty(self):
+        """The loss terms the layers add themselves (e.g. a sparsity penalty), 0.0 if none.
+
+        Their gradients are already part of what ``backward`` returns.
+        """
+        return sum((layer.penalty() for layer in self.layers if hasattr(layer, "penalty")), 0.0)
 
     def output_shape(self, input_shape):
         for layer in self.layers:
@@ -171,135 +145,13 @@ class Sequential:
         """A string that identifies the layer stack (stored in checkpoints)."""
         return "\n".join(repr(layer) for layer in self.layers)
 
-    def state_arrays(self):
-        """Parameters as host NumPy arrays, keyed like ``params``."""
-        return {k: backend.to_numpy(v) for k, v in self.params.items()}
-
-    def load_state_arrays(self, arrays, source="checkpoint"):
-        """Copy arrays (keyed like ``params``) into the parameters, in place.
-
-        Checks every key, shape, dtype and value first, so a mismatch
-        changes nothing.
-        """
-        self.check_state_arrays(arrays, source)
-        for k, p in self.params.items():
-            p[...] = backend.asarray(arrays[k], dtype=p.dtype)
-
-    def check_state_arrays(self, arrays, source="checkpoint"):
-        """Raise ``ValueError`` unless ``arrays`` fit this model's parameters; changes nothing."""
-        params = self.params
-        missing = sorted(set(params) - set(arrays))
-        extra = sorted(set(arrays) - set(params))
-        if missing or extra:
-            raise ValueError(
-                f"{source} does not match this model ({self.name}): missing "
-                f"{', '.join(missing) or 'nothing'}, unexpected {', '.join(extra) or 'nothing'}"
-            )
-        for k, p in params.items():
-            a = arrays[k]
-            if tuple(a.shape) != tuple(p.shape):
-                raise ValueError(
-                    f"{source} does not match this model ({self.name}): parameter {k} has "
-                    f"shape {tuple(a.shape)}, expected {tuple(p.shape)}"
-                )
-            if not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
-                raise ValueError(f"{source}: parameter {k} has dtype {a.dtype}, expected numbers")
-            problem = nonfinite_summary(a)
-            if problem is not None:
-                raise ValueError(f"{source}: parameter {k} is not finite ({problem}); "
-                                 f"the checkpoint is damaged")
-
     def save(self, path):
-        """Write the parameters to ``path`` (``.npz``), atomically.
-
-        The file is written next to its destination and renamed into place,
-        so a crash never leaves a half-written checkpoint behind.
-        """
-        save_npz(path, {"__architecture__": np.array(self.architecture()), **self.state_arrays()})
+        """Write the weights to ``path`` (``.npz``) atomically; see :mod:`scratchae.checkpoint`."""
+        checkpoint.save_weights(self, path)
 
     def load(self, path):
-        """Load parameters saved by :meth:`save` into this model, in place.
-
-        Raises
-        ------
-        ValueError
-            If the file is not a readable ``.npz`` or was saved from another
-            architecture.
-        """
-        self.load_state_arrays(self.read_checkpoint(path), source=str(path))
-
-    def read_checkpoint(self, path):
-        """Read and check the weights in ``path`` for this model; changes nothing.
-
-        Returns
-        -------
-        dict of str to ndarray
-            The weight arrays (host NumPy), keyed like ``params``.
-
-        Raises
-        ------
-        FileNotFoundError
-            If there is no such file.
-        ValueError
-            If the file is not a readable ``.npz`` or does not fit this model.
-        """
-        arrays = load_npz(path)
-        # A training checkpoint also stores optimizer and loop state under
-        # "train/..." keys (see scratchae.train); a model needs only its weights.
-        arrays = {k: v for k, v in arrays.items() if not k.startswith("train/")}
-        saved = str(arrays.pop("__architecture__", ""))
-        mine = self.architecture()
-        if saved and saved != mine:
-            theirs, ours = saved.split("\n"), mine.split("\n")
-            i = next((i for i, (a, b) in enumerate(zip(theirs, ours)) if a != b),
-                     min(len(theirs), len(ours)))
-            there = theirs[i] if i < len(theirs) else "missing"
-            here = ours[i] if i < len(ours) else "missing"
-            raise ValueError(
-                f"{path}: checkpoint is of another architecture than this model "
-                f"({self.name}): it has {len(theirs)} layers, this model {len(ours)}; "
-                f"layer {i} is {there} there but {here} here"
-            )
-        self.check_state_arrays(arrays, source=str(path))
-        return arrays
-
-
-def save_npz(path, arrays):
-    """Save a dict of arrays to ``path`` atomically (temp file + ``os.replace``)."""
-    with atomic_write(path) as f:
-        np.savez(f, **arrays)
-
-
-def load_npz(path):
-    """Read every array of an ``.npz`` file into a dict, with clear errors.
-
-    Raises
-    ------
-    FileNotFoundError
-        If ``path`` does not exist (or is a directory).
-    ValueError
-        If it is not a complete ``.npz`` archive: another kind of file
-        (e.g. a single ``.npy`` array or text), a truncated or corrupt one.
-    """
-    path = os.fspath(path)
-    if os.path.isdir(path):
-        raise FileNotFoundError(f"{path}: is a directory, not an .npz checkpoint")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path}: no such checkpoint file")
-    try:
-        # Our own file object, closed by the "with" even when np.load fails
-        # half-way (np.load would leak the handle it opened itself).
-        with open(path, "rb") as f:
-            data = np.load(f, allow_pickle=False)
-            if not isinstance(data, np.lib.npyio.NpzFile):
-                raise ValueError(f"it holds a single {type(data).__name__}, "
-                                 f"not an archive of named arrays")
-            with data:
-                return {k: data[k] for k in data.files}
-    except (zipfile.BadZipFile, zlib.error, ValueError, OSError, EOFError, KeyError) as error:
-        reason = str(error) or type(error).__name__
-        raise ValueError(f"{path}: not a readable .npz checkpoint ({reason}); "
-                         f"it may be truncated or not a checkpoint at all") from None
+        """Load weights saved by :meth:`save` (or a training checkpoint), in place."""
+        checkpoint.load_weights(self, path)
 
 
 def dense_autoencoder(hidden=64, *, seed=0, dtype=np.float32):
@@ -319,7 +171,7 @@ def dense_autoencoder(hidden=64, *, seed=0, dtype=np.float32):
         Input (N, 1, 28, 28) in [0, 1]; output logits (N, 1, 28, 28)
         (apply a sigmoid to get an image).
     """
-    dtype = check_float_dtype(dtype, "dense_autoencoder")
+    dtype = float_dtype(dtype, "dense_autoencoder")
     rng = np.random.default_rng(seed)
     return Sequential([
         Flatten(),
@@ -359,7 +211,7 @@ def conv_denoiser(*, seed=0, dtype=np.float32):
     Sequential
         Input (N, 1, 28, 28); output logits (N, 1, 28, 28).
     """
-    dtype = check_float_dtype(dtype, "conv_denoiser")
+    dtype = float_dtype(dtype, "conv_denoiser")
     rng = np.random.default_rng(seed)
 
     def conv(c_in, c_out):
@@ -404,7 +256,7 @@ def conv_denoiser_transposed(*, seed=0, dtype=np.float32):
     Sequential
         Input (N, 1, 28, 28); output logits (N, 1, 28, 28).
     """
-    dtype = check_float_dtype(dtype, "conv_denoiser_transposed")
+    dtype = float_dtype(dtype, "conv_denoiser_transposed")
     rng = np.random.default_rng(seed)
 
     def conv(c_in, c_out):

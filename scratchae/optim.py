@@ -1,20 +1,7 @@
 """Optimizers that update parameter arrays in place: SGD and Adam."""
 
-import math
-import numbers
-
-import numpy as np
-
 from . import backend
-from .layers.base import nonfinite_summary
-
-
-def _positive_finite(value, name, owner):
-    """Return ``float(value)``, raising ``ValueError`` unless it is a finite number > 0."""
-    if (isinstance(value, bool) or not isinstance(value, numbers.Real)
-            or not math.isfinite(value) or value <= 0):
-        raise ValueError(f"{owner}: {name} must be a positive finite number, got {value!r}")
-    return float(value)
+from .validate import non_negative_int, nonfinite_summary, positive_float
 
 
 class Optimizer:
@@ -32,7 +19,7 @@ class Optimizer:
         for i, p in enumerate(self.params):
             if not hasattr(p, "shape") or not hasattr(p, "dtype"):
                 raise TypeError(f"{name}: parameter {i} is a {type(p).__name__}, expected an array")
-        self.lr = _positive_finite(lr, "lr", name)
+        self.lr = positive_float(lr, "lr", name)
 
     def _check(self, grads):
         name = type(self).__name__
@@ -120,45 +107,23 @@ class Adam(Optimizer):
         if not (0 <= b1 < 1 and 0 <= b2 < 1):  # False for NaN
             raise ValueError(f"Adam: betas must be in [0, 1), got {betas!r}")
         self.betas = (b1, b2)
-        self.eps = _positive_finite(eps, "eps", "Adam")
+        self.eps = positive_float(eps, "eps", "Adam")
         self.t = 0
-        # Moments are allocated once, like the parameters, and updated in place.
         self.m = [backend.get_array_module(p).zeros_like(p) for p in self.params]
         self.v = [backend.get_array_module(p).zeros_like(p) for p in self.params]
-        self._scratch = [backend.get_array_module(p).empty_like(p) for p in self.params]
 
     def step(self, grads):
         """Apply one update; ``grads`` lists ``dL/dp`` in the order of ``params``."""
         grads = self._check(grads)
         self.t += 1
         b1, b2 = self.betas
-        # Fold both bias corrections into the step size (same result, fewer
-        # passes over memory): lr_t = lr * sqrt(1 - b2^t) / (1 - b1^t), and
-        # eps is scaled the same way so the update equals the formula above.
-        correction2 = math.sqrt(1 - b2**self.t)
-        lr_t = self.lr * correction2 / (1 - b1**self.t)
-        eps_t = self.eps * correction2
-        for p, g, m, v, tmp in zip(self.params, grads, self.m, self.v, self._scratch):
+        for p, g, m, v in zip(self.params, grads, self.m, self.v):
             xp = backend.get_array_module(p)
-            m *= b1
-            m += (1 - b1) * g  # m = b1 m + (1 - b1) g
-            # Where g stays 0 (a dead ReLU unit, an always-black border pixel)
-            # m shrinks by b1 every step, into the "subnormal" floats below
-            # finfo.tiny (1e-38 in float32), which CPUs compute ~30x slower,
-            # and it never reaches 0: 1e-45 * 0.9 rounds back to 1e-45. So m is
-            # set to exactly 0 once it is below 2 * tiny, far too small to matter.
-            xp.abs(m, out=tmp)
-            xp.greater_equal(tmp, 2 * np.finfo(m.dtype).tiny, out=tmp)  # 1.0 to keep, 0.0 to drop
-            m *= tmp
-            xp.multiply(g, g, out=tmp)
-            tmp *= 1 - b2
-            v *= b2
-            v += tmp  # v = b2 v + (1 - b2) g^2
-            xp.sqrt(v, out=tmp)
-            tmp += eps_t
-            xp.divide(m, tmp, out=tmp)
-            tmp *= lr_t
-            p -= tmp  # p -= lr_t * m / (sqrt(v) + eps_t)
+            m[...] = b1 * m + (1 - b1) * g  # running mean of g
+            v[...] = b2 * v + (1 - b2) * g * g  # running mean of g^2
+            m_hat = m / (1 - b1**self.t)  # both means start at 0: correct the bias
+            v_hat = v / (1 - b2**self.t)
+            p -= self.lr * m_hat / (xp.sqrt(v_hat) + self.eps)
 
     def state_dict(self):
         """Everything needed to continue exactly: step count and copies of both moments."""
@@ -179,10 +144,8 @@ class Adam(Optimizer):
                 f"Adam.load_state_dict: state has {len(state['m'])}/{len(state['v'])} "
                 f"first/second moments, expected {len(self.m)} (one per parameter)"
             )
-        t = state["t"]
-        if isinstance(t, bool) or not isinstance(t, numbers.Integral) or t < 0:
-            raise ValueError(f"Adam.load_state_dict: step count t must be an int >= 0, got {t!r}")
-        lr = _positive_finite(state["lr"], "lr", "Adam.load_state_dict")
+        t = non_negative_int(state["t"], "step count t", "Adam.load_state_dict")
+        lr = positive_float(state["lr"], "lr", "Adam.load_state_dict")
         pairs = list(zip(self.m + self.v, list(state["m"]) + list(state["v"])))
         for i, (mine, theirs) in enumerate(pairs):
             which = f"{'m' if i < len(self.m) else 'v'}[{i % len(self.m)}]"
@@ -194,7 +157,7 @@ class Adam(Optimizer):
             problem = nonfinite_summary(theirs)
             if problem is not None:
                 raise ValueError(f"Adam.load_state_dict: moment {which} is not finite ({problem})")
-        self.t = int(t)
+        self.t = t
         self.lr = lr
-        for mine, theirs in pairs:
-            mine[...] = backend.asarray(theirs, dtype=mine.dtype)
+        for mine, theirs in pairs:  # written with each moment's own array library
+            mine[...] = backend.get_array_module(mine).asarray(theirs, dtype=mine.dtype)

@@ -308,12 +308,3 @@ def test_dense_autoencoder_learns(backend):
     assert np.mean(losses[-5:]) < np.mean(losses[:5]), losses
 
 
-def test_backward_without_input_grad_on_parameter_free_model(backend):
-    """Nothing to compute: backward(input_grad=False) returns None, with or without parameters."""
-    from scratchae.layers import ReLU
-
-    model = Sequential([ReLU()])
-    x = to_xp(np.random.default_rng(0).standard_normal((2, 3)))
-    model.forward(x)
-    assert model.backward(to_xp(np.ones((2, 3))), input_grad=False) is None
-    assert model.backward(to_xp(np.ones((2, 3)))).shape == (2, 3)

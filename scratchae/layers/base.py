@@ -1,4 +1,4 @@
-"""What every layer shares: the ``Layer`` base class and input checks.
+"""What every layer shares: the ``Layer`` base class, initialisation and output sizes.
 
 A layer is a small object with two methods:
 
@@ -10,9 +10,6 @@ A layer is a small object with two methods:
   ``dL/dparam``. ``grads`` is overwritten on every call, never accumulated,
   so there is no "zero the gradients" step.
 """
-
-import math
-import threading
 
 import numpy as np
 
@@ -74,17 +71,6 @@ class Layer:
                 f"got input of shape {tuple(x.shape)} with {x.shape[1]} channels"
             )
 
-    def _check_float(self, x):
-        """Raise ``TypeError`` unless ``x`` is a floating-point array."""
-        if not np.issubdtype(x.dtype, np.floating):
-            raise TypeError(
-                f"{self!r}: expected a floating-point input, got dtype {x.dtype}"
-            )
-
-    def _workspace(self, name, shape, like):
-        """Scratch memory for temporaries, shared by all layers (see :func:`workspace`)."""
-        return workspace(name, shape, like)
-
     def _cached(self):
         """Return the forward cache, or raise if ``forward`` was not called."""
         if self._cache is None:
@@ -98,68 +84,6 @@ class Layer:
                 f"{self!r}: backward expected dout of shape {tuple(expected_shape)} "
                 f"(the forward output's), got {tuple(dout.shape)}"
             )
-
-
-_WORKSPACES = threading.local()  # one set of buffers per thread
-
-
-def workspace(name, shape, like):
-    """A scratch array of ``shape``, reused from call to call and layer to layer.
-
-    Freshly allocated memory is slow the first time it is touched (the
-    operating system maps it in page by page), and im2col matrices are
-    big, so convolutions write them into these buffers instead of
-    allocating new ones on every step. One flat buffer per name grows to
-    the largest size asked for; smaller requests use its beginning.
-
-    The contents are only valid until the next request for the same name,
-    by any layer: use it for temporaries inside one call, never for a
-    forward cache or a layer's output. Every thread has its own buffers,
-    so the worker threads of :mod:`scratchae.parallel`, each running its
-    own slice of the batch, never write into each other's scratch memory.
-
-    Parameters
-    ----------
-    name : str
-    shape : tuple of int
-    like : ndarray
-        The buffer gets its dtype and array library (NumPy or CuPy).
-    """
-    size = math.prod(shape)
-    xp = backend.get_array_module(like)
-    key = (name, np.dtype(like.dtype).str, xp.__name__)
-    buffers = getattr(_WORKSPACES, "buffers", None)
-    if buffers is None:
-        buffers = _WORKSPACES.buffers = {}
-    buffer = buffers.get(key)
-    if buffer is None or buffer.size < size:
-        buffer = buffers[key] = xp.empty(size, dtype=like.dtype)
-    return buffer[:size].reshape(shape)
-
-
-def nonfinite_summary(x):
-    """Return ``None`` if every value of ``x`` is finite, else a short description.
-
-    One pass over ``x`` (and, on CuPy, one wait for the GPU), plus a second
-    pass only when something is wrong, to count what. Used at the model and
-    loss boundaries, never inside a layer.
-
-    Parameters
-    ----------
-    x : ndarray, any shape, floating point
-
-    Returns
-    -------
-    None or str
-        e.g. ``"3 NaN and 1 inf among 6272 values"``.
-    """
-    xp = backend.get_array_module(x)
-    if bool(xp.isfinite(x).all()):
-        return None
-    nans = int(xp.isnan(x).sum())
-    infs = int(x.size - nans - int(xp.isfinite(x).sum()))
-    parts = [f"{nans} NaN" if nans else "", f"{infs} inf" if infs else ""]
-    return f"{' and '.join(p for p in parts if p)} among {x.size} values"
 
 
 def make_rng(seed=None, rng=None):
@@ -183,24 +107,46 @@ def glorot_uniform(shape, fan_in, fan_out, rng, dtype):
     return backend.asarray(w, dtype=dtype)
 
 
-def check_float_dtype(dtype, owner):
-    """Return ``np.dtype(dtype)``, raising ``ValueError`` if it is not float32/float64."""
-    dtype = np.dtype(dtype)
-    if dtype not in (np.float32, np.float64):
-        raise ValueError(f"{owner}: dtype must be float32 or float64, got {dtype}")
-    return dtype
+def conv_output_size(size, kernel, stride, pads):
+    """Output length of a convolution or pooling along one axis.
+
+    ``(size + before + after - kernel) // stride + 1``: the number of
+    positions a window of ``kernel`` takes, ``stride`` apart, inside the
+    padded input.
+
+    Parameters
+    ----------
+    size, kernel, stride : int
+    pads : (int, int)
+        Padding before and after.
+    """
+    before, after = pads
+    return (size + before + after - kernel) // stride + 1
 
 
-def pair(value, name, owner):
-    """Turn an int or a pair of ints into a tuple ``(a, b)`` of positive ints."""
-    if isinstance(value, (int, np.integer)):
-        value = (int(value), int(value))
-    try:
-        a, b = (int(v) for v in value)
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"{owner}: {name} must be an int or a pair of ints, got {value!r}"
-        ) from None
-    if a < 1 or b < 1:
-        raise ValueError(f"{owner}: {name} must be positive, got {value!r}")
-    return a, b
+def same_padding(size, kernel, stride):
+    """TensorFlow's 'same' rule: output ``ceil(size / stride)``.
+
+    Returns
+    -------
+    (before, after) : tuple of int
+        Padding at the top/left and at the bottom/right; any odd pixel goes
+        after, so a 7-wide input pooled by 2 gets ``(0, 1)`` and becomes 4 wide.
+    """
+    out = -(-size // stride)  # ceil division
+    total = max((out - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+def resolve_padding(padding, size, kernel, stride, owner):
+    """Turn ``"same"``, ``"valid"`` or an int into ``((top, bottom), (left, right))``."""
+    if isinstance(padding, str):
+        if padding == "same":
+            return tuple(same_padding(s, k, st) for s, k, st in zip(size, kernel, stride))
+        if padding == "valid":
+            return (0, 0), (0, 0)
+    elif isinstance(padding, (int, np.integer)) and not isinstance(padding, bool) and padding >= 0:
+        return (int(padding),) * 2, (int(padding),) * 2
+    raise ValueError(
+        f"{owner}: padding must be 'same', 'valid' or a non-negative int, got {padding!r}"
+    )

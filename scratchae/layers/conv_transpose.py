@@ -23,13 +23,13 @@ where the kernel is larger than the stride::
 layout (C, O, KH, KW).) So this file swaps the two halves of ``Conv2D``:
 
 * **forward** is Conv2D's backward: one GEMM makes every input pixel's
-  scaled kernel, ``cols = x @ W_mat`` with shape (N*H*W, KH*KW*O), and
-  :func:`~scratchae.layers.conv.col2im` adds each row onto its KH x KW
-  window of the (padded) output; the padding is then cropped away.
+  scaled kernel, ``cols = x_rows @ W_mat`` with shape (N*H*W, O*KH*KW),
+  and :func:`~scratchae.layers.conv.col2im` adds each row onto its KH x KW
+  window of the full output; the padding is then cropped away.
 * **backward** is a convolution (Conv2D's forward): an output pixel's
   gradient flows back to every input pixel whose kernel copy touched it,
   so ``dcols = im2col(pad(dout))`` gathers each input pixel's window and
-  ``dx = dcols @ W_mat.T``, ``dW = x.T @ dcols``.
+  ``dx = dcols @ W_mat.T``, ``dW = x_rows.T @ dcols``.
 
 Where the kernel size is not a multiple of the stride (3 with stride 2),
 some output pixels are covered by more kernel copies than their neighbours
@@ -38,17 +38,14 @@ parity of the row and column): the uneven overlap paints a periodic "checkerboar
 (Odena, Dumoulin & Olah, "Deconvolution and Checkerboard Artifacts",
 Distill 2016). :mod:`scratchae.checkerboard` measures it.
 
-Memory layout: as in :mod:`~scratchae.layers.conv`, arrays are NCHW-shaped
-at the API and channels-last views (N, OH, OW, O) inside, so no axis is
-moved by a copy.
 """
 
 import numpy as np
 
 from .. import backend
-from .base import Layer, check_float_dtype, glorot_uniform, make_rng, pair
-from .conv import (col2im, im2col, pad_channels_last, resolve_padding, to_channels_first,
-                   to_channels_last)
+from ..validate import float_dtype, int_pair, non_negative_int, positive_int
+from .base import Layer, glorot_uniform, make_rng
+from .conv import col2im, im2col, pad2d
 
 
 def _output_padding(value, stride, owner):
@@ -115,17 +112,13 @@ class ConvTranspose2D(Layer):
                  output_padding=0, *, dtype=np.float32, seed=None, rng=None):
         super().__init__()
         owner = "ConvTranspose2D"
-        for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
-            if not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{owner}: {name} must be a positive int, got {value!r}")
-        self.in_channels, self.out_channels = int(in_channels), int(out_channels)
-        self.kernel_size = pair(kernel_size, "kernel_size", owner)
-        self.stride = pair(stride, "stride", owner)
-        if isinstance(padding, str) or not isinstance(padding, (int, np.integer)) or padding < 0:
-            raise ValueError(f"{owner}: padding must be a non-negative int, got {padding!r}")
-        self.padding = int(padding)
+        self.in_channels = positive_int(in_channels, "in_channels", owner)
+        self.out_channels = positive_int(out_channels, "out_channels", owner)
+        self.kernel_size = int_pair(kernel_size, "kernel_size", owner)
+        self.stride = int_pair(stride, "stride", owner)
+        self.padding = non_negative_int(padding, "padding", owner)
         self.output_padding = _output_padding(output_padding, self.stride, owner)
-        dtype = check_float_dtype(dtype, owner)
+        dtype = float_dtype(dtype, owner)
         kh, kw = self.kernel_size
         rng = make_rng(seed, rng)
         self._set_params(
@@ -143,26 +136,18 @@ class ConvTranspose2D(Layer):
         )
 
     def _full_shape(self, n, h, w):
-        """(N, FH, FW, O): the uncropped output, FH = (H - 1)*SH + KH + AH.
+        """(N, O, FH, FW): the uncropped output, FH = (H - 1)*SH + KH + AH.
 
         It is the padded input of the convolution this layer is the backward
         of: exactly H x W windows of KH x KW fit in it with stride SH x SW.
         """
         (kh, kw), (sh, sw), (ah, aw) = self.kernel_size, self.stride, self.output_padding
-        return n, (h - 1) * sh + kh + ah, (w - 1) * sw + kw + aw, self.out_channels
-
-    def _pads(self):
-        """``((P, P), (P, P))``: what is cropped from the full output."""
-        return resolve_padding(self.padding, (1, 1), self.kernel_size, self.stride, repr(self))
+        return n, self.out_channels, (h - 1) * sh + kh + ah, (w - 1) * sw + kw + aw
 
     def output_shape(self, input_shape):
         n, _, h, w = input_shape
-        _, fh, fw, o = self._full_shape(n, h, w)
+        _, o, fh, fw = self._full_shape(n, h, w)
         return n, o, fh - 2 * self.padding, fw - 2 * self.padding
-
-    def _weight_matrix(self):
-        """``W`` (C, O, KH, KW) as W_mat (C, KH*KW*O), columns in im2col's (p, q, o) order."""
-        return self.params["W"].transpose(0, 2, 3, 1).reshape(self.in_channels, -1)
 
     def forward(self, x):
         """Upsample a batch: scatter every input pixel's scaled kernel.
@@ -174,7 +159,6 @@ class ConvTranspose2D(Layer):
         Returns
         -------
         y : ndarray, shape (N, O, OH, OW)
-            A view of channels-last memory (see the module docstring).
         """
         self._check_images(x, self.in_channels)
         n, c, h, w = x.shape
@@ -184,68 +168,44 @@ class ConvTranspose2D(Layer):
                 f"{self!r}: input of spatial size {(h, w)} gives an empty output {(oh, ow)}: "
                 f"the padding {self.padding} crops away everything"
             )
-        kh, kw = self.kernel_size
-        x2 = to_channels_last(x).reshape(n * h * w, c)  # one row per input pixel
+        x_rows = x.transpose(0, 2, 3, 1).reshape(n * h * w, c)  # one row per input pixel
         # Conv2D's backward, step 1: dcols = dout @ W_mat.T. Here row (n, i, j)
         # of cols is input pixel (i, j)'s kernel copy, scaled channel by channel:
-        #   cols = x @ W_mat      (N*H*W, C) @ (C, KH*KW*O)
-        cols = self._workspace("cols", (n * h * w, kh * kw * o), x2)
-        backend.get_array_module(x2).matmul(x2, self._weight_matrix(), out=cols)
+        cols = x_rows @ self.params["W"].reshape(c, -1)         # (N*H*W, O*KH*KW)
         # ... step 2: col2im adds each row onto its KH x KW window (stride SH x SW)
         # of the full output; overlapping windows add up.
         y_full = col2im(cols, self._full_shape(n, h, w), self.kernel_size, self.stride)
         # Crop P from every side (the padding of the convolution we are the
-        # backward of), and add the bias: one new, contiguous (N, OH, OW, O) array.
+        # backward of), and add the bias to every pixel.
         p = self.padding
-        y = y_full[:, p:p + oh, p:p + ow] + self.params["b"]
-        self._cache = (x2, x.shape)
-        return to_channels_first(y)
+        self._cache = (x_rows, x.shape)
+        return y_full[:, :, p:p + oh, p:p + ow] + self.params["b"].reshape(o, 1, 1)
 
-    def backward(self, dout, input_grad=True):
+    def backward(self, dout):
         """Backpropagate: a convolution of ``dout``, with this layer's kernel.
 
         Parameters
         ----------
         dout : ndarray, shape (N, O, OH, OW)
-        input_grad : bool, default True
-            Skip ``dx`` (return None) when False, as for a model's first layer.
 
         Returns
         -------
         dx : ndarray, shape (N, C, H, W)
         """
-        x2, x_shape = self._cached()
+        x_rows, x_shape = self._cached()
         self._check_dout(dout, self.output_shape(x_shape))
         n, c, h, w = x_shape
-        kh, kw = self.kernel_size
-        d_cl = to_channels_last(dout)  # (N, OH, OW, O)
+        W, p = self.params["W"], self.padding
         # Undo the crop: the cropped border got no gradient, so pad with zeros
-        # back to the full (N, FH, FW, O) output.
-        pads = self._pads()
-        full = self._full_shape(n, h, w)
-        d_pad = pad_channels_last(d_cl, pads, out=self._workspace("dout_pad", full, d_cl))
+        # back to the full (N, O, FH, FW) output.
+        d_full = pad2d(dout, ((p, p), (p, p)))
         # The adjoint of col2im is im2col: row (n, i, j) gathers the KH x KW
         # window of dout that input pixel (i, j)'s kernel copy was added onto.
-        # (Forward's "cols" buffer is free again, so the same memory is reused.)
-        #   dL/dcols = im2col(pad(dout))        (N*H*W, KH*KW*O)
-        dcols = im2col(d_pad, self.kernel_size, self.stride,
-                       out=self._workspace("cols", (n * h * w, kh * kw * self.out_channels), d_cl))
-        # cols = x @ W_mat, the same rule as a Dense layer:
-        #   dL/dW_mat = x.T @ dcols                  (C, KH*KW*O)
-        # computed as its transpose, dcols.T @ x (KH*KW*O, C): the same
-        # numbers, but OpenBLAS is many times faster with the long N*H*W
-        # axis summed over for a tall result than for a wide one.
-        dW_mat_t = dcols.T @ x2
-        xp = backend.get_array_module(dcols)
+        dcols = im2col(d_full, self.kernel_size, self.stride)  # dL/dcols  (N*H*W, O*KH*KW)
+        # cols = x_rows @ W_mat is a Dense layer on the input pixels, so:
         self.grads = {
-            # back from (KH, KW, O, C) rows to the (C, O, KH, KW) layout of W
-            "W": xp.ascontiguousarray(
-                dW_mat_t.reshape(kh, kw, self.out_channels, c).transpose(3, 2, 0, 1)
-            ),
-            # dL/db = dout summed over batch and pixels (b was added to every one)
-            "b": d_cl.reshape(-1, self.out_channels).sum(axis=0),
+            "W": (x_rows.T @ dcols).reshape(W.shape),  # dL/dW_mat = x_rows.T @ dcols  (C, O*KH*KW)
+            "b": dout.sum(axis=(0, 2, 3)),  # dL/db = dout summed over batch and pixels  (O,)
         }
-        if not input_grad:
-            return None
-        dx = dcols @ self._weight_matrix().T  # dL/dx = dcols @ W_mat.T   (N*H*W, C)
-        return to_channels_first(dx.reshape(n, h, w, c))
+        dx_rows = dcols @ W.reshape(c, -1).T  # dL/dx_rows = dcols @ W_mat.T  (N*H*W, C)
+        return dx_rows.reshape(n, h, w, c).transpose(0, 3, 1, 2)

@@ -3,7 +3,8 @@
 import numpy as np
 
 from .. import backend
-from .base import Layer, check_float_dtype, glorot_uniform, make_rng
+from ..validate import float_dtype, positive_int
+from .base import Layer, glorot_uniform, make_rng
 
 
 class Dense(Layer):
@@ -28,11 +29,9 @@ class Dense(Layer):
 
     def __init__(self, in_features, out_features, *, dtype=np.float32, seed=None, rng=None):
         super().__init__()
-        for name, value in (("in_features", in_features), ("out_features", out_features)):
-            if not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"Dense: {name} must be a positive int, got {value!r}")
-        self.in_features, self.out_features = int(in_features), int(out_features)
-        dtype = check_float_dtype(dtype, "Dense")
+        self.in_features = positive_int(in_features, "in_features", "Dense")
+        self.out_features = positive_int(out_features, "out_features", "Dense")
+        dtype = float_dtype(dtype, "Dense")
         rng = make_rng(seed, rng)
         self._set_params(
             W=glorot_uniform((in_features, out_features), in_features, out_features, rng, dtype),
@@ -65,12 +64,8 @@ class Dense(Layer):
         self._cache = x
         return x @ self.params["W"] + self.params["b"]
 
-    def backward(self, dout, input_grad=True):
-        """Backpropagate ``dout`` of shape (N, M); return ``dx`` of shape (N, D).
-
-        With ``input_grad=False`` only the parameter gradients are computed
-        (and None is returned), as for a model's first layer.
-        """
+    def backward(self, dout):
+        """Backpropagate ``dout`` of shape (N, M); return ``dx`` of shape (N, D)."""
         x = self._cached()
         self._check_dout(dout, (x.shape[0], self.out_features))
         W = self.params["W"]
@@ -79,6 +74,4 @@ class Dense(Layer):
             "W": x.T @ dout,  # dL/dW = x.T @ dout       (D, M)
             "b": dout.sum(axis=0),  # dL/db = sum over the batch of dout  (M,)
         }
-        if not input_grad:
-            return None
         return dout @ W.T  # dL/dx = dout @ W.T        (N, D)

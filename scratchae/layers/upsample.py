@@ -14,8 +14,8 @@ its gradient is the *sum* of their gradients.
 import numpy as np
 
 from .. import backend
-from .base import Layer, pair
-from .conv import to_channels_first, to_channels_last
+from ..validate import int_pair
+from .base import Layer
 
 
 def nearest_index(size_in, size_out):
@@ -44,9 +44,9 @@ class Upsample2D(Layer):
         super().__init__()
         if (size is None) == (scale_factor is None):
             raise ValueError("Upsample2D: give exactly one of size=(H, W) and scale_factor")
-        self.size = None if size is None else pair(size, "size", "Upsample2D")
+        self.size = None if size is None else int_pair(size, "size", "Upsample2D")
         self.scale_factor = (None if scale_factor is None
-                             else pair(scale_factor, "scale_factor", "Upsample2D"))
+                             else int_pair(scale_factor, "scale_factor", "Upsample2D"))
 
     def __repr__(self):
         if self.size is not None:
@@ -72,15 +72,11 @@ class Upsample2D(Layer):
         """
         self._check_images(x)
         xp = backend.get_array_module(x)
-        _, _, h, w = x.shape
         _, _, oh, ow = self.output_shape(x.shape)
-        rows, cols = nearest_index(h, oh), nearest_index(w, ow)
+        rows, cols = nearest_index(x.shape[2], oh), nearest_index(x.shape[3], ow)
         self._cache = (rows, cols, x.shape)
-        # y[n, i, j, c] = x[n, rows[i], cols[j], c]: gather rows, then columns.
-        # (Two takes, not one fancy index x[:, rows[:, None], cols, :], whose
-        # result NumPy lays out batch-last; this keeps the output channels-last.)
-        y = to_channels_last(x).take(xp.asarray(rows), axis=1).take(xp.asarray(cols), axis=2)
-        return to_channels_first(y)
+        # y[n, c, i, j] = x[n, c, rows[i], cols[j]]: gather rows, then columns
+        return x.take(xp.asarray(rows), axis=2).take(xp.asarray(cols), axis=3)
 
     def backward(self, dout):
         """Sum the gradient of every copy back onto its source pixel.
@@ -95,9 +91,15 @@ class Upsample2D(Layer):
         """
         rows, cols, x_shape = self._cached()
         self._check_dout(dout, self.output_shape(x_shape))
-        _, _, h, w = x_shape
-        d = to_channels_last(dout)  # (N, OH, OW, C)
-        # dL/dx[n, a, b, c] = sum of dout[n, i, j, c] over rows[i] == a, cols[j] == b
-        d = backend.sum_into_index(d, rows, h, axis=1)
-        d = backend.sum_into_index(d, cols, w, axis=2)
-        return to_channels_first(d)
+        xp = backend.get_array_module(dout)
+        n, c, h, w = x_shape
+        # dL/dx[n, c, a, b] = sum of dout[n, c, i, j] over rows[i] == a and cols[j] == b:
+        # first add up the rows that are copies of one input row...
+        d_rows = xp.zeros((n, c, h, dout.shape[3]), dtype=dout.dtype)
+        for i, a in enumerate(rows):
+            d_rows[:, :, a] += dout[:, :, i]
+        # ... then the columns that are copies of one input column.
+        dx = xp.zeros(x_shape, dtype=dout.dtype)
+        for j, b in enumerate(cols):
+            dx[:, :, :, b] += d_rows[:, :, :, j]
+        return dx
