@@ -143,71 +143,79 @@ def synchronize(a=None):
         _import_cupy().cuda.get_current_stream().synchronize()
 
 
-def sum_into_index(values, index, size, axis):
-    """Sum slices of ``values`` that share a target index: a scatter-add.
+def adam_update(p, g, m, v, lr_t, b1, b2, eps_t, scratch=None):
+    """One Adam update of ``p`` in place, the bias corrections folded into ``lr_t`` and ``eps_t``::
 
-    ``out.take(k, axis) = sum of values.take(j, axis) for all j with index[j] == k``.
-    Nearest-neighbour upsampling copies each source row to several output
-    rows, so its backward pass sums those rows' gradients back this way.
+        m = b1 m + (1 - b1) g
+        v = b2 v + (1 - b2) g^2
+        p -= lr_t m / (sqrt(v) + eps_t)
+
+    (:class:`scratchae.optim.Adam` writes the textbook formula; with
+    ``lr_t = lr sqrt(1 - b2^t) / (1 - b1^t)`` and ``eps_t = eps sqrt(1 - b2^t)``
+    this is the same update.) On CuPy it is one fused kernel, one launch per
+    parameter instead of about fifteen; on NumPy a chain of in-place
+    operations through ``scratch`` that allocates nothing.
 
     Parameters
     ----------
-    values : ndarray, shape (..., M, ...)
-        Upstream values; ``M = len(index)`` along ``axis``.
-    index : array_like of int, shape (M,)
-        Target position in ``[0, size)`` of each slice along ``axis``.
-    size : int
-        Length of the output along ``axis``.
-    axis : int
-        The axis to reduce.
-
-    Returns
-    -------
-    out : ndarray, shape like ``values`` but ``size`` along ``axis``
+    p, g, m, v : ndarray, one shape
+        Parameter, gradient, first and second moments; ``p``, ``m``, ``v``
+        are updated in place.
+    lr_t, b1, b2, eps_t : float
+    scratch : ndarray, shape of ``p``, optional (NumPy only)
     """
-    xp = get_array_module(values)
-    index = to_numpy(index)
-    targets, starts, counts = np.unique(index, return_index=True, return_counts=True)
-    sorted_runs = (np.array_equal(targets, np.arange(size))
-                   and np.array_equal(starts, np.r_[0, np.cumsum(counts)[:-1]]))
-    if sorted_runs and (counts == counts[0]).all():
-        # An integer scale factor s: target k gets slices k*s .. k*s + s-1,
-        # so add s strided views (every s-th slice), no index arrays at all.
-        s = int(counts[0])
-        every = [slice(None)] * values.ndim
-        views = []
-        for j in range(s):
-            every[axis] = slice(j, None, s)
-            views.append(values[tuple(every)])
-        out = views[0].copy()
-        for view in views[1:]:
-            out += view
-        return out
-    if sorted_runs:
-        # Every target is one run of consecutive slices (as with upsampling):
-        # add the first copy of every run, then the second... A loop over
-        # the copy number (2 for a 2x upsample), never over pixels.
-        out = xp.take(values, xp.asarray(starts), axis=axis)
-        for j in range(1, int(counts.max())):
-            has = np.flatnonzero(counts > j)
-            extra = xp.take(values, xp.asarray(starts[has] + j), axis=axis)
-            if len(has) == size:
-                out += extra
-            else:
-                target = [slice(None)] * values.ndim
-                target[axis] = xp.asarray(has)
-                out[tuple(target)] += extra  # has: distinct targets, so no lost updates
-        return out
-    # Any other index: a true scatter-add, which each library spells its own way.
-    shape = list(values.shape)
-    shape[axis] = size
-    out = xp.zeros(shape, dtype=values.dtype)
-    moved_out = xp.moveaxis(out, axis, 0)  # a view: writes land in ``out``
-    moved_values = xp.moveaxis(values, axis, 0)
-    if xp is np:
-        np.add.at(moved_out, index, moved_values)
-    else:
-        import cupyx
+    xp = get_array_module(p)
+    if xp is not np:
+        # 1 - b computed here in double: in float32, 1 - 0.999 is off by 5e-5
+        scalar = p.dtype.type
+        _cupy_adam_kernel()(g, scalar(lr_t), scalar(b1), scalar(1 - b1), scalar(b2),
+                            scalar(1 - b2), scalar(eps_t), p, m, v)
+        return
+    tmp = np.empty_like(p) if scratch is None else scratch
+    np.subtract(g, m, out=tmp)
+    tmp *= 1 - b1
+    m += tmp  # m = b1 m + (1 - b1) g
+    flush_subnormals(m, tmp)
+    np.multiply(g, g, out=tmp)
+    tmp -= v
+    tmp *= 1 - b2
+    v += tmp  # v = b2 v + (1 - b2) g^2
+    np.sqrt(v, out=tmp)
+    tmp += eps_t
+    np.divide(m, tmp, out=tmp)
+    tmp *= lr_t
+    p -= tmp
 
-        cupyx.scatter_add(moved_out, xp.asarray(index), moved_values)
-    return out
+
+def flush_subnormals(m, scratch):
+    """Set entries of ``m`` below 2 * ``finfo.tiny`` in magnitude to exactly 0 (NumPy, in place).
+
+    Where a gradient stays 0 (a dead ReLU unit, an always-black border
+    pixel) Adam's first moment shrinks by b1 every step into the
+    "subnormal" floats below 1e-38, which CPUs compute ~30x slower, and it
+    never reaches 0 (1e-45 * 0.9 rounds back to 1e-45): measured, the dense
+    autoencoder's step went from 1.75 to 2.8 ms after ~700 steps.
+    """
+    np.abs(m, out=scratch)
+    np.greater_equal(scratch, 2 * np.finfo(m.dtype).tiny, out=scratch)  # 1.0 keep, 0.0 drop
+    m *= scratch
+
+
+_ADAM_KERNEL = None
+
+
+def _cupy_adam_kernel():
+    """The fused Adam update as a CuPy ``ElementwiseKernel`` (compiled on first use)."""
+    global _ADAM_KERNEL
+    if _ADAM_KERNEL is None:
+        _ADAM_KERNEL = _import_cupy().ElementwiseKernel(
+            "T g, T lr_t, T b1, T c1, T b2, T c2, T eps_t",
+            "T p, T m, T v",
+            """
+            m = b1 * m + c1 * g;
+            v = b2 * v + c2 * g * g;
+            p -= lr_t * m / (sqrt(v) + eps_t);
+            """,
+            "scratchae_adam",
+        )
+    return _ADAM_KERNEL

@@ -1,0 +1,29 @@
+"""The fast path: the textbook models, computed faster, with the same parameters.
+
+:mod:`scratchae.layers` is the specification, written to be read.
+This package computes the same functions faster, each trick resting on
+one identity (derived, with its measured gain, in ``docs/fast.md``)::
+
+    from scratchae import fast
+    model = conv_denoiser()                 # textbook layers
+    net = fast.compile(model)               # the same parameter arrays, fast ops
+    optimizer = fast.Adam(model.parameters())
+    logits = net.forward(noisy)             # the same four lines train it
+    loss = loss_fn.forward(logits, clean)
+    net.backward(loss_fn.backward())
+    optimizer.step(net.gradients())
+
+Modules
+-------
+model     ``compile``: the rewrite rules, and ``FastSequential``
+ops       the fast ops (channels-last), one per rule
+conv      stride-1 convolution: im2col slices, multiply-first, flipped-kernel dx
+subpixel  nearest x2 upsample + 3x3 conv as four 2x2 phase convolutions
+parallel  batch slices on worker threads
+optim     Adam in place (one fused kernel per parameter on CuPy)
+"""
+
+from .model import FastSequential, compile  # noqa: A004
+from .optim import Adam
+
+__all__ = ["compile", "FastSequential", "Adam"]

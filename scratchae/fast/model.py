@@ -1,0 +1,284 @@
+"""``compile(model)``: a textbook ``Sequential`` rewritten into fast ops.
+
+The rewrite walks the layer list once, left to right, and at each position
+applies the first rule that matches (each rule is one identity; see
+``docs/fast.md`` for the derivations and the measured gains):
+
+=====================================  ====================================
+textbook layers                        fast op
+=====================================  ====================================
+Upsample2D (x2) + Conv2D 3x3 'same'    ``SubPixelConv``: four 2x2 phase
+[+ ReLU]                               convolutions of the small input
+Conv2D (stride 1) [+ ReLU]             ``Conv``: multiply-first when O < C,
+                                       flipped-kernel dx, im2col slices,
+                                       bias and ReLU in place
+ReLU + MaxPool2D (2x2, stride 2)       ``MaxPool(relu=True)``: pool first,
+                                       ReLU on 4x fewer values
+MaxPool2D (2x2, stride 2)              ``MaxPool``
+Dense [+ ReLU]                         ``Dense``, bias and ReLU in place
+Upsample2D (other sizes)               ``Upsample``, index arrays kept on
+                                       the device
+Flatten, Reshape((C, H, W))            ``Flatten``, ``Reshape``
+anything else                          ``Textbook``: the layer as written
+=====================================  ====================================
+
+and two rules about the whole model: the first op with parameters skips
+dL/dx (training needs no gradient for the input images), and on the CPU
+the batch is split over worker threads where that pays
+(:mod:`scratchae.fast.parallel`).
+
+The compiled model computes the same function with the same parameter
+arrays (tested to 1e-9 in float64, output, dx and every parameter
+gradient), so an optimizer built on ``model.parameters()`` trains either,
+and a checkpoint is the same whichever trained it.
+"""
+
+from .. import backend
+from ..layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU, Reshape, Upsample2D
+from ..models import Sequential
+from . import ops
+from .parallel import (MIN_WORK_PER_WORKER, Workers, activations_per_sample, batch_slices,
+                       check_workers)
+
+
+def _keys(index, layer):
+    return {name: f"{index}.{name}" for name in layer.params}
+
+
+def _is_fast_pool(layer):
+    return (isinstance(layer, MaxPool2D) and layer.kernel_size == (2, 2)
+            and layer.stride == (2, 2))
+
+
+def _is_fast_conv(layer, shape):
+    """A Conv2D at stride 1 whose padding is smaller than the kernel (then dx is a convolution)."""
+    if not isinstance(layer, Conv2D) or layer.stride != (1, 1):
+        return False
+    h, w = shape[2:] if shape is not None else layer.kernel_size
+    (top, bottom), (left, right) = layer.pads(h, w)
+    kh, kw = layer.kernel_size
+    return max(top, bottom) < kh and max(left, right) < kw
+
+
+def _doubles(upsample, shape):
+    """True if this Upsample2D makes every pixel a 2x2 block (nearest, scale 2)."""
+    if upsample.scale_factor is not None:
+        return upsample.scale_factor == (2, 2)
+    return shape is not None and upsample.size == (2 * shape[2], 2 * shape[3])
+
+
+def _rewrite(layers, i, shape):
+    """The op for the layers starting at ``layers[i]``, and how many layers it replaces."""
+    layer = layers[i]
+    after = layers[i + 1:i + 3] + [None, None]
+    relu_next = isinstance(after[0], ReLU)
+    if (isinstance(layer, Upsample2D) and isinstance(after[0], Conv2D) and _doubles(layer, shape)
+            and after[0].kernel_size == (3, 3) and after[0].stride == (1, 1)
+            and after[0].pads(3, 3) == ((1, 1), (1, 1))):
+        relu = isinstance(after[1], ReLU)
+        return ops.SubPixelConv(layer, after[0], _keys(i + 1, after[0]), relu=relu), 2 + relu
+    if _is_fast_conv(layer, shape):
+        # a ReLU followed by a max-pool is left to the pool (it is cheaper there)
+        relu = relu_next and not _is_fast_pool(after[1])
+        return ops.Conv(layer, _keys(i, layer), relu=relu), 1 + relu
+    if isinstance(layer, ReLU) and _is_fast_pool(after[0]):
+        return ops.MaxPool(after[0], relu=True), 2
+    if _is_fast_pool(layer):
+        return ops.MaxPool(layer), 1
+    if isinstance(layer, Dense):
+        return ops.Dense(layer, _keys(i, layer), relu=relu_next), 1 + relu_next
+    if isinstance(layer, Upsample2D):
+        return ops.Upsample(layer), 1
+    if isinstance(layer, Flatten) and shape is not None and len(shape) == 4:
+        return ops.Flatten(layer), 1
+    if isinstance(layer, Reshape) and len(layer.shape) == 3:
+        return ops.Reshape(layer), 1
+    return ops.Textbook(layer, _keys(i, layer)), 1
+
+
+def compile(model, *, input_grad=False, workers=None):  # noqa: A001 (like torch.compile)
+    """A fast model that computes the same function as ``model``, with the same parameters.
+
+    Parameters
+    ----------
+    model : Sequential
+        Built from textbook layers. Any other model (a subclass that adds
+        its own penalty, a VAE...) is returned unchanged.
+    input_grad : bool, default False
+        Whether ``backward`` returns dL/dinput. Training does not need it,
+        and the first layer's dx is then skipped.
+    workers : int, optional
+        Threads that share each batch (NumPy only); None: one per core.
+
+    Returns
+    -------
+    FastSequential
+    """
+    if type(model) is not Sequential:
+        return model
+    layers, built, i = model.layers, [], 0
+    shapes = [None] * (len(layers) + 1)
+    if model.input_shape is not None:
+        shapes[0] = (1, *model.input_shape)
+        for k, layer in enumerate(layers):
+            shapes[k + 1] = layer.output_shape(shapes[k])
+    while i < len(layers):
+        op, used = _rewrite(layers, i, shapes[i])
+        built.append(op)
+        i += used
+    first = next((op for op in built if op.params), None)
+    if first is not None and not input_grad:
+        first.input_grad = False
+    return FastSequential(model, built, input_grad, check_workers(workers, "fast.compile"))
+
+
+class FastSequential:
+    """A compiled :class:`~scratchae.models.Sequential`: same parameters, same function.
+
+    ``forward`` and ``backward`` take and return NCHW arrays like the
+    textbook model; inside, every op works channels-last. ``params``,
+    ``parameters()`` and ``architecture()`` are the textbook model's, and
+    ``gradients()`` comes in the same order, so the optimizer, the
+    checkpoints and the training loop cannot tell the two apart.
+
+    Attributes
+    ----------
+    source : Sequential
+        The textbook model.
+    ops : list of Op
+    workers : int
+        At most this many threads share a batch.
+    """
+
+    def __init__(self, source, ops_list, input_grad, workers):
+        self.source = source
+        self.ops = ops_list
+        self.input_grad = input_grad
+        self.workers = workers
+        self._pool = Workers(workers) if workers > 1 else None
+        self._replicas = []
+        self._slices = None
+        self._output_shape = None
+
+    def __repr__(self):
+        inner = "".join(f"\n  {op!r}" for op in self.ops)
+        return f"FastSequential({inner}\n)"
+
+    # -- what the textbook model provides -----------------------------------
+    name = property(lambda self: self.source.name)
+    input_shape = property(lambda self: self.source.input_shape)
+    params = property(lambda self: self.source.params)
+    dtype = property(lambda self: self.source.dtype)
+
+    @property
+    def check_finite(self):
+        return self.source.check_finite
+
+    @check_finite.setter
+    def check_finite(self, value):
+        self.source.check_finite = value
+
+    def check_input(self, x):
+        self.source.check_input(x)
+
+    def architecture(self):
+        return self.source.architecture()
+
+    def output_shape(self, input_shape):
+        return self.source.output_shape(input_shape)
+
+    def parameters(self):
+        return self.source.parameters()
+
+    def penalty(self):
+        return 0.0
+
+    @property
+    def grads(self):
+        found = {op.keys[name]: grad for op in self.ops for name, grad in op.grads.items()}
+        return {key: found[key] for key in self.source.params}
+
+    def gradients(self):
+        return list(self.grads.values())
+
+    # -- the batch split ------------------------------------------------------
+    def workers_for(self, batch_shape):
+        """How many threads a batch of ``batch_shape`` (N, ...) is split over.
+
+        At most ``workers``, and only as many as have ``MIN_WORK_PER_WORKER``
+        layer outputs each to compute: a thread costs ~0.1 ms per step, and
+        a small model's step is mostly BLAS calls, which use every core anyway.
+        """
+        if self.workers == 1:
+            return 1
+        work = batch_shape[0] * activations_per_sample(self.source, batch_shape[1:])
+        return max(1, min(self.workers, batch_shape[0], work // MIN_WORK_PER_WORKER))
+
+    def _replica_ops(self, count):
+        while len(self._replicas) < count:
+            self._replicas.append([op.replica() for op in self.ops])
+        return self._replicas[:count]
+
+    # -- forward and backward -------------------------------------------------
+    def forward(self, x):
+        """x : ndarray, (N, C, H, W) or (N, D) -> the model's output, same layout as the textbook's."""
+        self.check_input(x)
+        xp = backend.get_array_module(x)
+        h = xp.ascontiguousarray(x.transpose(0, 2, 3, 1)) if x.ndim == 4 else x
+        parts = self.workers_for(tuple(x.shape))
+        if parts == 1:
+            self._slices = None
+            y = _run_forward(self.ops, h)
+        else:
+            self._slices = batch_slices(len(x), parts)
+            replicas = self._replica_ops(parts)
+            outs = self._pool.map(lambda i, s: _run_forward(replicas[i], h[s]), self._slices)
+            y = xp.concatenate(outs)
+        self._output_shape = (y.shape[0], y.shape[3], y.shape[1], y.shape[2]) if y.ndim == 4 \
+            else tuple(y.shape)
+        return y.transpose(0, 3, 1, 2) if y.ndim == 4 else y
+
+    def backward(self, dout):
+        """dout : the output's shape -> dL/dx (the input's shape), or None without ``input_grad``.
+
+        Fills ``grads`` (and so ``gradients()``) for every parameter.
+        """
+        if self._output_shape is None:
+            raise RuntimeError(f"{self.name}: backward() called before forward()")
+        if not hasattr(dout, "shape") or tuple(dout.shape) != self._output_shape:
+            got = tuple(dout.shape) if hasattr(dout, "shape") else type(dout).__name__
+            raise ValueError(f"{self.name}: backward expected dout of shape "
+                             f"{self._output_shape} (the forward output's), got {got}")
+        xp = backend.get_array_module(dout)
+        d = xp.ascontiguousarray(dout.transpose(0, 2, 3, 1)) if dout.ndim == 4 else dout
+        if self._slices is None:
+            dx = _run_backward(self.ops, d, self.input_grad)
+        else:
+            replicas = self._replica_ops(len(self._slices))
+            dxs = self._pool.map(lambda i, s: _run_backward(replicas[i], d[s], self.input_grad),
+                                 self._slices)
+            for k, op in enumerate(self.ops):  # L sums over samples: add the slices' gradients
+                op.grads = {name: sum(r[k].grads[name] for r in replicas[1:])
+                            + replicas[0][k].grads[name] for name in op.params}
+            dx = xp.concatenate(dxs) if self.input_grad else None
+        if dx is not None and dx.ndim == 4:
+            return dx.transpose(0, 3, 1, 2)
+        return dx
+
+
+def _run_forward(ops_list, h):
+    for op in ops_list:
+        h = op.forward(h)
+    return h
+
+
+def _run_backward(ops_list, d, input_grad):
+    """Backward through the ops, last first; stops after the first op with parameters
+    when no input gradient is wanted (nothing before it has gradients to compute)."""
+    first = next((i for i, op in enumerate(ops_list) if op.params), 0)
+    for i in range(len(ops_list) - 1, -1, -1):
+        if not input_grad and i == first:
+            ops_list[i].backward(d)
+            return None
+        d = ops_list[i].backward(d)
+    return d

@@ -1,0 +1,311 @@
+"""The fast path's ops: each one replaces one or more textbook layers.
+
+An op has ``forward(x)`` and ``backward(dout)`` like a layer, but works on
+**channels-last** images (N, H, W, C) (or (N, D) vectors), and reads and
+writes the *textbook layers'* parameter arrays: ``self.params[name]`` is
+the very array ``layer.params[name]``, and ``self.keys[name]`` is its key
+in the model (``"16.W"``). Its gradients go to ``self.grads`` (same names).
+
+``input_grad=False`` (set on the first op with parameters) skips dL/dx.
+"""
+
+import copy
+
+import numpy as np
+
+from .. import backend
+from .conv import conv_backward, conv_forward
+from .subpixel import subpixel_backward, subpixel_forward
+
+
+class Op:
+    """Shared bookkeeping: parameters of the replaced layers, caches, replicas."""
+
+    def __init__(self, layers, keys, input_grad=True):
+        self.layers = list(layers)  # the textbook layers this op computes (for repr, shapes)
+        self.keys = dict(keys)      # local name -> the model's key, e.g. {"W": "16.W"}
+        self.params = {name: array for layer in self.layers for name, array in layer.params.items()}
+        self.grads = {}
+        self.input_grad = input_grad
+        self._cache = None
+
+    def __repr__(self):
+        inner = ", ".join(repr(layer) for layer in self.layers)
+        return f"{type(self).__name__}({inner})"
+
+    def replica(self):
+        """A copy sharing the parameter arrays, with its own cache and gradients."""
+        twin = copy.copy(self)
+        twin._cache, twin.grads = None, {}
+        return twin
+
+    def _cached(self):
+        if self._cache is None:
+            raise RuntimeError(f"{self!r}: backward() called before forward()")
+        return self._cache
+
+
+def relu_(y):
+    """ReLU in place: ``y = max(y, 0)`` (y is the op's own new output)."""
+    backend.get_array_module(y).maximum(y, 0, out=y)
+    return y
+
+
+def relu_backward(dout, y):
+    """dL/dz of ``y = relu(z)`` from its output: dout where y > 0 (a new array)."""
+    return dout * (y > 0)
+
+
+class Conv(Op):
+    """Conv2D at stride 1 with padding smaller than the kernel, with an optional ReLU after it.
+
+    Rules: multiply-first / flipped-kernel dx / im2col slices
+    (:mod:`scratchae.fast.conv`), bias and ReLU applied in place.
+    """
+
+    def __init__(self, conv, keys, relu=False, input_grad=True):
+        super().__init__([conv], keys, input_grad)
+        self.relu = relu
+
+    def forward(self, x):
+        """x : (N, H, W, C) -> y : (N, OH, OW, O)"""
+        conv = self.layers[0]
+        pads = conv.pads(*x.shape[1:3])
+        y = conv_forward(x, self.params["W"].transpose(2, 3, 1, 0), pads)
+        y += self.params["b"]
+        if self.relu:
+            relu_(y)
+        self._cache = (x, y if self.relu else None, pads)
+        return y
+
+    def backward(self, dout):
+        """dout : (N, OH, OW, O) -> dx : (N, H, W, C) or None"""
+        x, y, pads = self._cached()
+        d = relu_backward(dout, y) if self.relu else dout
+        xp = backend.get_array_module(d)
+        W = self.params["W"]
+        dW4, dx = conv_backward(x, d, W.transpose(2, 3, 1, 0), pads, self.input_grad)
+        self.grads = {"W": xp.ascontiguousarray(dW4.transpose(3, 2, 0, 1)),
+                      "b": d.reshape(-1, d.shape[-1]).sum(axis=0)}
+        return dx
+
+
+class SubPixelConv(Op):
+    """Nearest x2 upsample + 3x3 'same' conv (+ ReLU) as a sub-pixel convolution."""
+
+    def __init__(self, upsample, conv, keys, relu=False, input_grad=True):
+        super().__init__([upsample, conv], keys, input_grad)
+        self.relu = relu
+
+    def forward(self, x):
+        """x : (N, H, W, C) -> y : (N, 2H, 2W, O)"""
+        y = subpixel_forward(x, self.params["W"])
+        y += self.params["b"]
+        if self.relu:
+            relu_(y)
+        self._cache = (x, y if self.relu else None)
+        return y
+
+    def backward(self, dout):
+        """dout : (N, 2H, 2W, O) -> dx : (N, H, W, C) or None"""
+        x, y = self._cached()
+        d = relu_backward(dout, y) if self.relu else dout
+        dW, dx = subpixel_backward(x, d, self.params["W"], self.input_grad)
+        self.grads = {"W": dW, "b": d.reshape(-1, d.shape[-1]).sum(axis=0)}
+        return dx
+
+
+class MaxPool(Op):
+    """2x2 max-pool with stride 2 ('valid' or 'same'), optionally followed by a ReLU.
+
+    Rule "ReLU and max-pool commute": ``pool(relu(z)) = relu(pool(z))``
+    because ReLU is monotone (it never changes which value is largest), so
+    the ReLU runs on the 4x smaller pooled output. In backward, dout is
+    masked by ``y > 0`` and routed to the argmax, which is the argmax of
+    ``relu(z)`` too whenever ``y > 0`` (and where ``y <= 0`` the gradient is
+    0 either way).
+    """
+
+    def __init__(self, pool, relu=False):
+        super().__init__([pool], {}, input_grad=True)
+        self.relu = relu
+
+    def forward(self, x):
+        """x : (N, H, W, C) -> y : (N, OH, OW, C)"""
+        xp = backend.get_array_module(x)
+        pool = self.layers[0]
+        n, h, w, c = x.shape
+        (top, bottom), (left, right) = pool.pads(h, w)
+        oh, ow = (h + top + bottom) // 2, (w + left + right) // 2
+        if top or bottom or left or right:  # 'same' with an odd size: pad with -inf
+            x_pad = xp.full((n, 2 * oh, 2 * ow, c), -np.inf, dtype=x.dtype)
+            x_pad[:, top:top + h, left:left + w] = x
+        else:  # 'valid': an odd last row/column belongs to no window
+            x_pad = x[:, :2 * oh, :2 * ow]
+        corners = [x_pad[:, p::2, q::2] for p in range(2) for q in range(2)]
+        y = xp.maximum(corners[0], corners[1])
+        arg = (corners[1] > corners[0]).astype(np.uint8)  # which corner wins, first on a tie
+        for k in (2, 3):
+            wins = corners[k] > y
+            xp.maximum(y, corners[k], out=y)
+            # arg = k where this corner wins, else unchanged (arithmetic: a
+            # masked copy is ~10x slower in NumPy)
+            arg += wins * (k - arg).astype(np.uint8)
+        if self.relu:
+            relu_(y)
+        self._cache = (arg, y if self.relu else None, x.shape, (top, left))
+        return y
+
+    def backward(self, dout):
+        """dout : (N, OH, OW, C) -> dx : (N, H, W, C)"""
+        arg, y, x_shape, (top, left) = self._cached()
+        d = relu_backward(dout, y) if self.relu else dout
+        xp = backend.get_array_module(d)
+        n, oh, ow, c = d.shape
+        dx_pad = xp.empty((n, oh, 2, ow, 2, c), dtype=d.dtype)  # (N, 2*OH, 2*OW, C)
+        for k in range(4):  # dL/dx = dout at the winning corner, 0 at the three others
+            xp.multiply(d, arg == k, out=dx_pad[:, :, k // 2, :, k % 2])
+        dx_pad = dx_pad.reshape(n, 2 * oh, 2 * ow, c)
+        _, h, w, _ = x_shape
+        if (h, w) == (2 * oh, 2 * ow):
+            return dx_pad
+        dx = xp.zeros(x_shape, dtype=d.dtype)  # padding cropped, or a dropped odd row kept at 0
+        rows, cols = min(h, 2 * oh - top), min(w, 2 * ow - left)
+        dx[:, :rows, :cols] = dx_pad[:, top:top + rows, left:left + cols]
+        return dx
+
+
+class Upsample(Op):
+    """Nearest-neighbour resize (any size), channels-last, index arrays kept on the device."""
+
+    def __init__(self, upsample):
+        super().__init__([upsample], {}, input_grad=True)
+        self._index = {}
+
+    def replica(self):
+        twin = super().replica()
+        twin._index = {}
+        return twin
+
+    def _device_index(self, size_in, size_out, xp):
+        """The source rows (or columns) on the input's device, uploaded once per size."""
+        key = (size_in, size_out, xp.__name__)
+        if key not in self._index:
+            from ..layers.upsample import nearest_index
+
+            host = nearest_index(size_in, size_out)
+            self._index[key] = (host, xp.asarray(host))
+        return self._index[key]
+
+    def forward(self, x):
+        """x : (N, H, W, C) -> y : (N, OH, OW, C)"""
+        xp = backend.get_array_module(x)
+        n, h, w, c = x.shape
+        _, _, oh, ow = self.layers[0].output_shape((n, c, h, w))
+        (rows, rows_dev), (cols, cols_dev) = (self._device_index(h, oh, xp),
+                                              self._device_index(w, ow, xp))
+        self._cache = (rows, cols, x.shape)
+        return x.take(rows_dev, axis=1).take(cols_dev, axis=2)
+
+    def backward(self, dout):
+        """dout : (N, OH, OW, C) -> dx : (N, H, W, C): the copies' gradients summed."""
+        rows, cols, x_shape = self._cached()
+        xp = backend.get_array_module(dout)
+        n, h, w, c = x_shape
+        d_rows = xp.zeros((n, h, dout.shape[2], c), dtype=dout.dtype)
+        for i, a in enumerate(rows):
+            d_rows[:, a] += dout[:, i]
+        dx = xp.zeros(x_shape, dtype=dout.dtype)
+        for j, b in enumerate(cols):
+            dx[:, :, b] += d_rows[:, :, j]
+        return dx
+
+
+class Dense(Op):
+    """Dense layer with an optional ReLU after it (bias and ReLU in place)."""
+
+    def __init__(self, dense, keys, relu=False, input_grad=True):
+        super().__init__([dense], keys, input_grad)
+        self.relu = relu
+
+    def forward(self, x):
+        """x : (N, D) -> y : (N, M)"""
+        y = x @ self.params["W"]
+        y += self.params["b"]
+        if self.relu:
+            relu_(y)
+        self._cache = (x, y if self.relu else None)
+        return y
+
+    def backward(self, dout):
+        """dout : (N, M) -> dx : (N, D) or None"""
+        x, y = self._cached()
+        d = relu_backward(dout, y) if self.relu else dout
+        self.grads = {"W": x.T @ d, "b": d.sum(axis=0)}
+        return d @ self.params["W"].T if self.input_grad else None
+
+
+class Flatten(Op):
+    """Channels-last images -> vectors in the textbook (C, H, W) order."""
+
+    def __init__(self, layer):
+        super().__init__([layer], {})
+
+    def forward(self, x):
+        """x : (N, H, W, C) -> y : (N, C*H*W)"""
+        self._cache = x.shape
+        return x.transpose(0, 3, 1, 2).reshape(x.shape[0], -1)  # a view when C == 1
+
+    def backward(self, dout):
+        n, h, w, c = self._cached()
+        return dout.reshape(n, c, h, w).transpose(0, 2, 3, 1)
+
+
+class Reshape(Op):
+    """Vectors -> channels-last images, for a ``Reshape((C, H, W))``."""
+
+    def __init__(self, layer):
+        super().__init__([layer], {})
+
+    def forward(self, x):
+        """x : (N, C*H*W) -> y : (N, H, W, C)"""
+        self._cache = x.shape
+        c, h, w = self.layers[0].shape
+        return backend.get_array_module(x).ascontiguousarray(
+            x.reshape(x.shape[0], c, h, w).transpose(0, 2, 3, 1))
+
+    def backward(self, dout):
+        return dout.transpose(0, 3, 1, 2).reshape(self._cached())
+
+
+class Textbook(Op):
+    """Any other layer, run as written, with the layout converted around it.
+
+    Images go in and out channels-last, as NCHW *views* for the layer (no
+    copy), so an unmatched layer costs nothing but its own speed.
+    """
+
+    def __init__(self, layer, keys, input_grad=True):
+        super().__init__([layer], keys, input_grad)
+
+    def replica(self):
+        twin = super().replica()
+        twin.layers = [copy.copy(self.layers[0])]
+        twin.layers[0]._cache, twin.layers[0].grads = None, {}
+        return twin
+
+    def forward(self, x):
+        images = x.ndim == 4
+        y = self.layers[0].forward(x.transpose(0, 3, 1, 2) if images else x)
+        self._cache = y.ndim == 4
+        if y.ndim == 4:
+            return backend.get_array_module(y).ascontiguousarray(y.transpose(0, 2, 3, 1))
+        return y
+
+    def backward(self, dout):
+        image_out = self._cached()
+        dx = self.layers[0].backward(dout.transpose(0, 3, 1, 2) if image_out else dout)
+        self.grads = self.layers[0].grads
+        if dx.ndim == 4:
+            return backend.get_array_module(dx).ascontiguousarray(dx.transpose(0, 2, 3, 1))
+        return dx

@@ -1,0 +1,315 @@
+"""The fast path (scratchae.fast) computes what the textbook layers compute.
+
+Every rewrite rule is checked against the textbook model it replaces, in
+float64: the output, dL/dx and every parameter gradient agree to a relative
+error below 1e-9, on the tutorial's models and on awkward shapes (odd
+sizes, several im2col slices, several worker threads, stride 2,
+non-square kernels, fewer output than input channels, 7 -> 4 pooling,
+4 -> 7 upsampling).
+"""
+import numpy as np
+import pytest
+
+import scratchae.fast.conv as fast_conv
+import scratchae.fast.model as fast_model
+from conftest import to_np, to_xp
+from scratchae import backend, checkpoint, fast, optim
+from scratchae.fast import ops
+from scratchae.fast.subpixel import fold_phase_gradient, phase_kernels
+from scratchae.layers import (Conv2D, ConvTranspose2D, Dense, Flatten, MaxPool2D, ReLU,
+                              Reshape, Sigmoid, Upsample2D)
+from scratchae.losses import SigmoidCrossEntropy
+from scratchae.models import (Sequential, conv_denoiser, conv_denoiser_transposed,
+                              dense_autoencoder)
+
+TOL = 1e-9
+F64 = np.float64
+
+
+def _rel(a, b):
+    a, b = to_np(a), to_np(b)
+    scale = max(np.abs(a).max(initial=0), np.abs(b).max(initial=0), 1e-300)
+    return np.abs(a - b).max(initial=0) / scale
+
+
+def _biased(model, seed=0):
+    """Random biases, so that no pre-activation sits exactly on a ReLU kink."""
+    rng = np.random.default_rng(seed)
+    for key, p in model.params.items():
+        if key.endswith(".b"):
+            p[...] = to_xp(rng.uniform(-0.1, 0.1, p.shape))
+    return model
+
+
+def assert_same_as_textbook(model, x, workers=1, seed=0):
+    """Forward and backward of ``model`` and of its compiled twin agree (output, dx, grads)."""
+    x = to_xp(x)
+    y = model.forward(x)
+    dout = to_xp(np.random.default_rng(seed).standard_normal(y.shape))
+    dx = model.backward(dout)
+    grads = {k: to_np(g) for k, g in model.grads.items()}
+    net = fast.compile(model, input_grad=True, workers=workers)
+    dout_before = to_np(dout)
+    y_fast = net.forward(x)
+    assert y_fast.shape == y.shape and y_fast.dtype == y.dtype
+    assert _rel(y_fast, y) < TOL
+    dx_fast = net.backward(dout)
+    np.testing.assert_array_equal(to_np(dout), dout_before)  # dout never modified
+    assert dx_fast.shape == dx.shape
+    assert _rel(dx_fast, dx) < TOL
+    fast_grads = net.grads
+    assert list(fast_grads) == list(model.params)
+    for key, g in grads.items():
+        assert fast_grads[key].shape == g.shape, key
+        assert _rel(fast_grads[key], g) < TOL, key
+    return net
+
+
+def _x(shape, seed=1):
+    return np.random.default_rng(seed).standard_normal(shape)
+
+
+# --------------------------------------------------------------------------
+# every rule against the textbook, on awkward shapes
+# --------------------------------------------------------------------------
+@pytest.mark.parametrize("cin, cout, kernel, padding, shape, op", [
+    (3, 4, 3, "same", (2, 3, 7, 5), ops.Conv),         # odd sizes
+    (4, 2, (3, 2), "same", (2, 4, 6, 7), ops.Conv),    # fewer output channels: multiply first
+    (5, 1, 3, "same", (3, 5, 5, 4), ops.Conv),         # the model's 64 -> 1 layer in small
+    (2, 3, (1, 5), "same", (2, 2, 4, 6), ops.Conv),    # non-square kernel
+    (3, 3, 3, "valid", (2, 3, 6, 5), ops.Conv),        # no padding
+    (3, 2, 3, 1, (2, 3, 5, 5), ops.Conv),
+    (2, 3, (1, 5), 2, (2, 2, 4, 6), ops.Textbook),     # padding 2 >= kernel height 1
+])
+def test_conv_rule(backend, cin, cout, kernel, padding, shape, op):
+    model = _biased(Sequential([Conv2D(cin, cout, kernel, padding=padding, dtype=F64, seed=0)]))
+    net = assert_same_as_textbook(model, _x(shape))
+    assert isinstance(net.ops[0], op)
+
+
+def test_conv_with_relu_is_one_op(backend):
+    model = _biased(Sequential([Conv2D(3, 4, 3, dtype=F64, seed=0), ReLU()]))
+    net = assert_same_as_textbook(model, _x((2, 3, 6, 5)))
+    assert [type(op) for op in net.ops] == [ops.Conv] and net.ops[0].relu
+
+
+def test_stride_2_conv_falls_back_to_the_textbook(backend):
+    model = _biased(Sequential([Conv2D(3, 4, 3, stride=2, dtype=F64, seed=0), ReLU()]))
+    net = assert_same_as_textbook(model, _x((2, 3, 7, 6)))
+    assert isinstance(net.ops[0], ops.Textbook)
+
+
+@pytest.mark.parametrize("padding, shape", [
+    ("valid", (2, 3, 6, 4)), ("valid", (2, 3, 7, 5)),   # an odd last row/column is dropped
+    ("same", (2, 3, 7, 7)), ("same", (2, 3, 5, 8)),     # 7 -> 4: padded at the bottom/right
+])
+@pytest.mark.parametrize("relu", [False, True])
+def test_relu_and_maxpool_commute(backend, padding, shape, relu):
+    layers = [Conv2D(3, 3, 3, dtype=F64, seed=0)] + ([ReLU()] if relu else [])
+    model = _biased(Sequential(layers + [MaxPool2D(2, padding=padding)]))
+    net = assert_same_as_textbook(model, _x(shape))
+    assert isinstance(net.ops[-1], ops.MaxPool) and net.ops[-1].relu == relu
+    assert not net.ops[0].relu  # the ReLU went to the pool
+
+
+def test_maxpool_ties_go_to_the_first_corner_as_in_the_textbook(backend):
+    x = np.zeros((1, 1, 4, 4))
+    x[0, 0, :2, :2] = [[1.0, 1.0], [1.0, 0.0]]  # three corners tie
+    x[0, 0, 2:, 2:] = [[0.0, 2.0], [2.0, 2.0]]
+    model = Sequential([MaxPool2D(2)])
+    assert_same_as_textbook(model, x)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 4, 5), (1, 2, 3, 3), (3, 2, 1, 6)])
+@pytest.mark.parametrize("relu", [False, True])
+def test_subpixel_rule(backend, shape, relu):
+    layers = [Upsample2D(scale_factor=2), Conv2D(shape[1], 4, 3, dtype=F64, seed=0)]
+    model = _biased(Sequential(layers + ([ReLU()] if relu else [])))
+    net = assert_same_as_textbook(model, _x(shape))
+    assert [type(op) for op in net.ops] == [ops.SubPixelConv]
+
+
+def test_subpixel_needs_the_size_to_double(backend):
+    """Upsample2D(size=...) is a x2 upsample only for the input it doubles: known from
+    the model's input_shape; 4 -> 7 is not, and stays an upsample and a conv."""
+    layers = [Upsample2D(size=(8, 10)), Conv2D(2, 3, 3, dtype=F64, seed=0), ReLU()]
+    net = assert_same_as_textbook(_biased(Sequential(layers, input_shape=(2, 4, 5))),
+                                  _x((2, 2, 4, 5)))
+    assert [type(op) for op in net.ops] == [ops.SubPixelConv]
+    layers = [Upsample2D(size=(7, 7)), Conv2D(2, 3, 3, dtype=F64, seed=0), ReLU()]
+    net = assert_same_as_textbook(_biased(Sequential(layers, input_shape=(2, 4, 4))),
+                                  _x((2, 2, 4, 4)))
+    assert [type(op) for op in net.ops] == [ops.Upsample, ops.Conv]
+
+
+def test_subpixel_is_not_used_for_other_kernels(backend):
+    layers = [Upsample2D(scale_factor=2), Conv2D(2, 3, (3, 2), dtype=F64, seed=0)]
+    net = assert_same_as_textbook(_biased(Sequential(layers)), _x((2, 2, 3, 4)))
+    assert [type(op) for op in net.ops] == [ops.Upsample, ops.Conv]
+
+
+def test_phase_kernels_fold_back_as_their_adjoint(backend):
+    """<phase_kernels(W), dK> = <W, fold(dK)> for random W and dK: the backward of the
+    tap sums is the fold, as the sub-pixel backward assumes."""
+    rng = np.random.default_rng(0)
+    W = to_xp(rng.standard_normal((3, 2, 3, 3)))
+    dK = to_xp(rng.standard_normal((2, 2, 2, 12)))
+    lhs = float((phase_kernels(W) * dK).sum())
+    rhs = float((W * fold_phase_gradient(dK, 3)).sum())
+    assert lhs == pytest.approx(rhs, rel=1e-12)
+
+
+def test_phase_kernels_in_one_dimension():
+    """The identity of the docstring: even outputs see W0 x[i-1] + (W1 + W2) x[i]."""
+    W = np.arange(1.0, 10.0).reshape(1, 1, 3, 3)  # taps 1..9, row by row
+    K = phase_kernels(W).reshape(2, 2, 2, 2)       # (p, q, a, b)
+    np.testing.assert_array_equal(K[:, :, 0, 0], [[1, 2 + 3], [4 + 7, 5 + 6 + 8 + 9]])
+    np.testing.assert_array_equal(K[:, :, 1, 1], [[1 + 2 + 4 + 5, 3 + 6], [7 + 8, 9]])
+
+
+def test_upsample_4_to_7_and_dense_and_shapes(backend):
+    model = _biased(Sequential([Upsample2D(size=(7, 7)), Conv2D(2, 3, 3, dtype=F64, seed=0),
+                                ReLU(), Flatten(), Dense(147, 12, dtype=F64, seed=1), ReLU(),
+                                Dense(12, 48, dtype=F64, seed=2), Reshape((3, 4, 4))],
+                               input_shape=(2, 4, 4)))
+    net = assert_same_as_textbook(model, _x((3, 2, 4, 4)))
+    assert [type(op) for op in net.ops] == [ops.Upsample, ops.Conv, ops.Flatten, ops.Dense,
+                                            ops.Dense, ops.Reshape]
+
+
+def test_other_layers_run_as_written(backend):
+    model = _biased(Sequential([ConvTranspose2D(3, 2, 3, stride=2, padding=1, output_padding=1,
+                                                dtype=F64, seed=0), Sigmoid()]))
+    net = assert_same_as_textbook(model, _x((2, 3, 4, 5)))
+    assert all(isinstance(op, ops.Textbook) for op in net.ops)
+
+
+@pytest.mark.parametrize("build", [
+    lambda: conv_denoiser(seed=1, dtype=F64),
+    lambda: conv_denoiser_transposed(seed=1, dtype=F64),
+    lambda: dense_autoencoder(hidden=16, seed=1, dtype=F64),
+], ids=["conv_denoiser", "conv_denoiser_transposed", "dense_autoencoder"])
+def test_the_tutorial_models(backend, build):
+    images = np.random.default_rng(2).uniform(size=(3, 1, 28, 28))
+    assert_same_as_textbook(_biased(build()), images)
+
+
+def test_the_conv_denoiser_becomes_the_expected_ops():
+    net = fast.compile(conv_denoiser())
+    assert [type(op).__name__ for op in net.ops] == [
+        "Conv", "MaxPool", "Conv", "MaxPool", "Conv", "MaxPool",  # ReLUs moved after the pools
+        "Upsample", "Conv", "SubPixelConv", "SubPixelConv", "Conv"]
+    assert [getattr(op, "relu", None) for op in net.ops] == [
+        False, True, False, True, False, True, None, True, True, True, False]
+    assert sum(p.size for p in net.parameters()) == 121_281
+    assert not net.ops[0].input_grad and all(op.input_grad for op in net.ops[1:])
+
+
+def test_several_slices_and_workers(backend, monkeypatch):
+    """The im2col slices (CPU) and the worker threads change nothing but rounding."""
+    monkeypatch.setattr(fast_conv, "CHUNK_ELEMENTS", 500)  # many tiny slices
+    monkeypatch.setattr(fast_model, "MIN_WORK_PER_WORKER", 1)
+    workers = 3 if backend == "numpy" else 1
+    images = np.random.default_rng(2).uniform(size=(5, 1, 28, 28))
+    assert_same_as_textbook(_biased(conv_denoiser(seed=3, dtype=F64)), images, workers=workers)
+
+
+# --------------------------------------------------------------------------
+# no dx for the first layer
+# --------------------------------------------------------------------------
+@pytest.mark.parametrize("layer", [
+    lambda: Conv2D(1, 4, 3, dtype=F64, seed=0), lambda: Conv2D(4, 1, 3, dtype=F64, seed=0),
+    lambda: Conv2D(3, 3, 3, stride=2, dtype=F64, seed=0),
+    lambda: ConvTranspose2D(3, 2, 3, stride=2, padding=1, output_padding=1, dtype=F64, seed=0),
+], ids=["conv", "conv_o_lt_c", "conv_stride2", "conv_transpose"])
+def test_weight_grads_do_not_depend_on_input_grad(backend, layer):
+    """Skipping dx (a model's first layer) returns None and changes no parameter gradient."""
+    model = Sequential([layer()])
+    x = to_xp(_x((2, model.layers[0].in_channels, 7, 6)))
+    with_dx = fast.compile(model, input_grad=True)
+    without = fast.compile(model)
+    dout = to_xp(_x(tuple(with_dx.forward(x).shape), seed=3))
+    assert with_dx.backward(dout).shape == x.shape
+    without.forward(x)
+    assert without.backward(dout) is None
+    for key, g in with_dx.grads.items():
+        assert _rel(without.grads[key], g) < 1e-12
+
+
+def test_model_without_parameters(backend):
+    net = fast.compile(Sequential([ReLU()]))
+    x = to_xp(_x((2, 3)))
+    net.forward(x)
+    assert net.backward(to_xp(np.ones((2, 3)))) is None
+    assert fast.compile(Sequential([ReLU()]), input_grad=True).backward is not None
+
+
+# --------------------------------------------------------------------------
+# training on either path
+# --------------------------------------------------------------------------
+def test_compile_leaves_other_models_alone():
+    class WithPenalty(Sequential):
+        pass
+
+    model = WithPenalty([Dense(3, 2)])
+    assert fast.compile(model) is model
+
+
+def test_the_same_parameters_and_checkpoints(tmp_path):
+    model = conv_denoiser(seed=0)
+    net = fast.compile(model)
+    assert all(a is b for a, b in zip(net.parameters(), model.parameters()))
+    assert net.architecture() == model.architecture()
+    net_path, model_path = tmp_path / "fast.npz", tmp_path / "textbook.npz"
+    checkpoint.save_weights(net, net_path)
+    model.save(model_path)
+    a, b = checkpoint.load_npz(net_path), checkpoint.load_npz(model_path)
+    assert a.keys() == b.keys()
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key])
+
+
+def _train(path, steps=4, seed=0):
+    """A few float64 Adam steps on the textbook or the fast path; the final parameters."""
+    model = conv_denoiser(seed=seed, dtype=F64)
+    net = fast.compile(model, workers=2 if backend.get_backend() == "numpy" else 1) \
+        if path == "fast" else model
+    optimizer = (fast.Adam if path == "fast" else optim.Adam)(model.parameters(), lr=1e-3)
+    loss_fn = SigmoidCrossEntropy()
+    rng = np.random.default_rng(seed)
+    losses = []
+    for _ in range(steps):
+        clean = to_xp(rng.uniform(size=(6, 1, 28, 28)))
+        noisy = clean * to_xp(rng.uniform(size=clean.shape) > 0.3)
+        logits = net.forward(noisy)
+        losses.append(float(loss_fn.forward(logits, clean)))
+        net.backward(loss_fn.backward())
+        optimizer.step(net.gradients())
+    return losses, {k: to_np(v) for k, v in model.params.items()}
+
+
+def test_training_on_either_path_gives_the_same_model(backend, monkeypatch):
+    monkeypatch.setattr(fast_model, "MIN_WORK_PER_WORKER", 1)
+    textbook_losses, textbook = _train("textbook")
+    fast_losses, fast_params = _train("fast")
+    np.testing.assert_allclose(fast_losses, textbook_losses, rtol=1e-9)
+    for key, value in textbook.items():
+        assert _rel(fast_params[key], value) < 1e-7, key
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fast_adam_is_the_textbook_update(backend, dtype):
+    rng = np.random.default_rng(0)
+    start = [rng.standard_normal((4, 3)).astype(dtype), rng.standard_normal(5).astype(dtype)]
+    a, b = [to_xp(p) for p in start], [to_xp(p) for p in start]
+    slow, quick = optim.Adam(a, lr=0.01), fast.Adam(b, lr=0.01)
+    for _ in range(30):
+        grads = [rng.standard_normal(p.shape).astype(dtype) for p in start]
+        slow.step([to_xp(g) for g in grads])
+        quick.step([to_xp(g) for g in grads])
+    rtol = 1e-5 if dtype == np.float32 else 1e-12
+    for p, q in zip(a, b):
+        assert q.dtype == dtype
+        np.testing.assert_allclose(to_np(q), to_np(p), rtol=rtol, atol=rtol)
+    for m, n in zip(slow.m + slow.v, quick.m + quick.v):
+        np.testing.assert_allclose(to_np(n), to_np(m), rtol=rtol, atol=1e-30)
