@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 
 from scratchae import backend, plots
-from scratchae.cli import DemoSpec, positive_int, run_demo
+from scratchae.cli import DemoSpec, run_demo
+from scratchae.validate import arg_positive_int
 from scratchae.models import Sequential, dense_autoencoder
 
 
@@ -44,7 +45,7 @@ SPEC = DemoSpec(
     make_figures=make_figures,
     epochs=20,
     lr=0.01,
-    extra_args=lambda parser: parser.add_argument("--hidden", type=positive_int, default=64,
+    extra_args=lambda parser: parser.add_argument("--hidden", type=arg_positive_int, default=64,
                                                   help="size of the code"),
 )
 

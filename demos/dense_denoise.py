@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 
 from scratchae import plots
-from scratchae.cli import DemoSpec, figure_digits, positive_int, run_demo
+from scratchae.cli import DemoSpec, figure_digits, run_demo
+from scratchae.validate import arg_positive_int
 from scratchae.models import dense_autoencoder
 
 
@@ -34,7 +35,7 @@ SPEC = DemoSpec(
     epochs=30,
     lr=1e-3,
     noise_factor=0.5,
-    extra_args=lambda parser: parser.add_argument("--hidden", type=positive_int, default=32,
+    extra_args=lambda parser: parser.add_argument("--hidden", type=arg_positive_int, default=32,
                                                   help="size of the code"),
 )
 

@@ -8,7 +8,6 @@ line ``test bce=... psnr_in=...dB psnr_out=...dB``.
 """
 
 import argparse
-import math
 import os
 import shlex
 import sys
@@ -20,8 +19,7 @@ from . import backend
 from .data import load_mnist
 from .noise import NOISES, make_noise
 from .train import Trainer, TrainingDiverged, TrainingInterrupted, format_summary
-
-
+from .validate import arg_non_negative_int, arg_positive_float, arg_positive_int
 
 
 class DemoParser(argparse.ArgumentParser):
@@ -35,39 +33,6 @@ class DemoParser(argparse.ArgumentParser):
 
     def error(self, message):
         self.exit(2, f"error: {message}\n")
-
-
-def positive_int(text):
-    """argparse type: an int >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def positive_float(text):
-    """argparse type: a finite float > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text!r}")
-    return value
-
-
-def non_negative_int(text):
-    """argparse type: an int >= 0 (a seed)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
 
 
 @dataclass
@@ -88,6 +53,9 @@ class DemoSpec:
         ``None`` for a plain (clean-input) autoencoder: no noise flags.
     extra_args : callable, optional
         ``extra_args(parser)`` adds the demo's own flags.
+    trainer : type, optional
+        A :class:`~scratchae.train.Trainer` subclass that measures other
+        things (default ``Trainer``).
     """
 
     name: str
@@ -99,6 +67,7 @@ class DemoSpec:
     batch_size: int = 128
     noise_factor: float = None
     extra_args: object = None
+    trainer: object = None
 
 
 def build_parser(spec):
@@ -109,26 +78,29 @@ def build_parser(spec):
     )
     parser.add_argument("--backend", choices=backend.BACKENDS, default="numpy",
                         help="numpy (CPU) or cupy (NVIDIA GPU)")
-    parser.add_argument("--epochs", type=positive_int, default=spec.epochs)
-    parser.add_argument("--batch-size", type=positive_int, default=spec.batch_size)
-    parser.add_argument("--lr", type=positive_float, default=spec.lr, help="Adam's learning rate")
-    parser.add_argument("--train-size", type=positive_int, default=None,
+    parser.add_argument("--epochs", type=arg_positive_int, default=spec.epochs)
+    parser.add_argument("--batch-size", type=arg_positive_int, default=spec.batch_size)
+    parser.add_argument("--lr", type=arg_positive_float, default=spec.lr, help="Adam's learning rate")
+    parser.add_argument("--train-size", type=arg_positive_int, default=None,
                         help="train on the first N training images only (default: all)")
     parser.add_argument("--data-dir", default=None,
                         help="directory with the MNIST IDX files (default: $SCRATCHAE_DATA, "
                              "the cache, a download, or the bundled sample)")
-    parser.add_argument("--seed", type=non_negative_int, default=0)
+    parser.add_argument("--seed", type=arg_non_negative_int, default=0)
     parser.add_argument("--out", default="out", help="directory for figures and the checkpoint")
     parser.add_argument("--resume", action="store_true",
                         help="continue from the checkpoint OUT/NAME.npz")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    parser.add_argument("--workers", type=positive_int, default=None,
+    parser.add_argument("--workers", type=arg_positive_int, default=None,
                         help="threads sharing each batch on the CPU (default: one per BLAS "
                              "thread, i.e. per core; 1 with --backend cupy)")
+    parser.add_argument("--textbook", action="store_true",
+                        help="train the textbook layers as written (scratchae.layers), not the "
+                             "fast path (scratchae.fast); the same function, slower")
     if spec.noise_factor is not None:
         parser.add_argument("--noise", choices=tuple(NOISES), default="gaussian",
                             help="the corruption: gaussian noise, salt-and-pepper, or masking")
-        parser.add_argument("--noise-factor", type=positive_float, default=spec.noise_factor,
+        parser.add_argument("--noise-factor", type=arg_positive_float, default=spec.noise_factor,
                             help="gaussian: std of the noise; salt-pepper/mask: fraction of pixels")
     if spec.extra_args:
         spec.extra_args(parser)
@@ -208,9 +180,10 @@ def train_demo(spec, args, log=None):
         except ValueError as error:
             raise ValueError(f"--noise {args.noise} --noise-factor {args.noise_factor}: {error}") from None
     model = spec.build_model(args)
-    trainer = Trainer(model, lr=args.lr, batch_size=args.batch_size,
-                      noise=noise, seed=args.seed, checkpoint=checkpoint,
-                      progress=not args.no_progress, log=log, workers=args.workers)
+    trainer = (spec.trainer or Trainer)(
+        model, lr=args.lr, batch_size=args.batch_size, noise=noise, seed=args.seed,
+        checkpoint=checkpoint, progress=not args.no_progress, log=log, workers=args.workers,
+        fast=not args.textbook)
     if args.resume:
         meta = trainer.resume(checkpoint)  # checks it all before changing anything
         log(f"resumed from {checkpoint}: {meta['epoch']} epochs and {meta['step']} batches done")
@@ -218,16 +191,14 @@ def train_demo(spec, args, log=None):
     log(f"{spec.name}: {len(train)} training / {len(data.test_images)} test images "
         f"from {data.source}; backend {args.backend}")
     if trainer.epoch < args.epochs:
-        workers = trainer.parallel.workers_for((args.batch_size, *train.shape[1:]))
+        path = "textbook layers" if args.textbook else "fast path"
+        workers = (trainer.net.workers_for((args.batch_size, *train.shape[1:]))
+                   if hasattr(trainer.net, "workers_for") else 1)
         log(f"training: epochs {trainer.epoch + 1}..{args.epochs}, batch size {args.batch_size}, "
-            f"lr {args.lr:g}, {workers} worker{'s' * (workers != 1)}; checkpoint {checkpoint} (Ctrl-C saves it and stops)")
+            f"lr {args.lr:g}, {path}, {workers} worker{'s' * (workers != 1)}; "
+            f"checkpoint {checkpoint} (Ctrl-C saves it and stops)")
         trainer.fit(train, data.test_images, epochs=args.epochs)
-    history = trainer.history
-    if history["test_loss"] and history["test_loss"][-1] is not None and trainer.epoch == len(history["test_loss"]):
-        metrics = {"bce": history["test_loss"][-1], "psnr_in": history["psnr_in"][-1],
-                   "psnr_out": history["psnr_out"][-1]}
-    else:
-        metrics = trainer.evaluate(data.test_images)
+    metrics = trainer.last_metrics() or trainer.evaluate(data.test_images)
     return trainer, data, metrics
 
 
@@ -279,8 +250,8 @@ def run_guarded(main, checkpoint=None, argv=None):
     Parameters
     ----------
     main : callable
-        ``main() -> metrics``: the test metrics to print as the last line
-        (see :func:`~scratchae.train.format_summary`), or None.
+        ``main()`` returns the summary line to print last (a str, or a dict
+        of denoising metrics for :func:`~scratchae.train.format_summary`), or None.
     checkpoint : Path, optional
         The checkpoint that a Ctrl-C outside training leaves behind.
     argv : list of str, optional
@@ -302,7 +273,9 @@ def run_guarded(main, checkpoint=None, argv=None):
             raise
         report_error(error)
         return 1
-    if metrics is not None:
+    if isinstance(metrics, str):
+        print(metrics)
+    elif metrics is not None:
         print(format_summary(metrics))
     return 0
 
@@ -320,7 +293,7 @@ def run_demo(spec, argv=None):
         trainer, data, metrics = train_demo(spec, args)
         for path in spec.make_figures(trainer, data, args):
             print(f"wrote {path}", flush=True)
-        return metrics
+        return trainer.format_summary(metrics)
 
     return run_guarded(main, checkpoint=Path(args.out) / f"{spec.name}.npz", argv=argv)
 
@@ -328,16 +301,21 @@ def run_demo(spec, argv=None):
 def figure_digits(data, trainer, start=10, count=10):
     """Test digits ``start..start+count-1`` as noisy, denoised and clean rows.
 
+    A test set with fewer than ``start + count`` digits gives its last
+    ``count`` digits (all of them if it has fewer).
+
     Returns
     -------
     list of (str, ndarray of shape (count, 1, 28, 28))
     """
+    count = min(count, len(data.test_images))
+    start = min(start, len(data.test_images) - count)
     clean = data.test_images[start:start + count]
     noisy = trainer.corrupt_test(data.test_images[:start + count])[start:]
     denoised = trainer.predict(noisy)
     return [("noisy", backend.to_numpy(noisy)), ("denoised", denoised), ("clean", clean)]
 
 
-__all__ = ["DemoSpec", "DemoParser", "run_demo", "train_demo", "build_parser", "positive_int",
-           "positive_float", "non_negative_int", "figure_digits", "report_error",
+__all__ = ["DemoSpec", "DemoParser", "run_demo", "train_demo", "build_parser",
+           "figure_digits", "report_error",
            "report_interrupt", "resume_command", "run_guarded"]

@@ -33,11 +33,13 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from . import backend, plots
-from .cli import check_output_dir, positive_float, run_guarded
+from .checkpoint import ARCHITECTURE, load_npz
+from .cli import check_output_dir, run_guarded
 from .fileio import atomic_write
-from .models import conv_denoiser, conv_denoiser_transposed, dense_autoencoder, load_npz
+from .models import conv_denoiser, conv_denoiser_transposed, dense_autoencoder
 from .noise import gaussian
 from .train import predict
+from .validate import arg_positive_float
 
 SIZE = 28  # MNIST's image size
 ZOOM = 8  # NAME_denoised_x8.png is 8x larger (nearest neighbour)
@@ -81,7 +83,7 @@ def load_denoiser(path):
         raise FileNotFoundError(f"checkpoint {path} not found "
                                 f"(train one with: python demos/conv_denoise.py)")
     arrays = load_npz(path)  # ValueError if it is not a readable .npz
-    saved = str(arrays.get("__architecture__", ""))
+    saved = str(arrays.get(ARCHITECTURE, ""))
     candidates = [("conv", conv_denoiser), ("conv (transposed)", conv_denoiser_transposed)]
     w = arrays.get("1.W")
     if w is not None and w.ndim == 2:
@@ -230,7 +232,7 @@ def build_parser():
     parser.add_argument("--invert", choices=("auto", "yes", "no"), default="auto",
                         help="make dark-on-light images light-on-dark like MNIST; "
                              "auto: when the image's border is light")
-    parser.add_argument("--noise-factor", type=positive_float, default=None,
+    parser.add_argument("--noise-factor", type=arg_positive_float, default=None,
                         help="first add Gaussian noise of this std (the tutorial's is 0.5)")
     parser.add_argument("--seed", type=int, default=0, help="seed of --noise-factor's noise")
     parser.add_argument("--backend", choices=backend.BACKENDS, default="numpy",

@@ -22,8 +22,9 @@ Example
 >>> check_layer(layer, x) < 1e-6
 True
 
-From the command line, check every layer, the loss and both models on
-every available backend (after editing a ``backward``, run this)::
+From the command line, check every layer, the loss and every model, on
+the textbook layers and on the fast path (:mod:`scratchae.fast`), on every
+available backend (after editing a ``backward``, run this)::
 
     python -m scratchae.gradcheck                 # everything: a table, PASS/FAIL
     python -m scratchae.gradcheck --layer conv2d  # only the Conv2D checks
@@ -37,11 +38,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import backend
+from . import backend, fast
 from . import layers as L
-from . import models
 from .losses import SigmoidCrossEntropy
-from .models import conv_denoiser, dense_autoencoder
+from .models import Sequential, conv_denoiser, conv_denoiser_transposed, dense_autoencoder
 
 
 def relative_error(analytic, numeric):
@@ -238,9 +238,15 @@ def _biased(model, seed):
     """
     rng = np.random.default_rng(seed)
     for key, p in model.params.items():
-        if key.endswith(".b"):
-            p[...] = backend.asarray(rng.uniform(0.01, 0.05, p.shape), dtype=p.dtype)
+        if key.endswith(".b"):  # written with the parameter's own array library
+            p[...] = backend.get_array_module(p).asarray(rng.uniform(0.01, 0.05, p.shape),
+                                                         dtype=p.dtype)
     return model
+
+
+def _fast(model):
+    """``model`` compiled by :func:`scratchae.fast.compile`, with dL/dx (for the check)."""
+    return fast.compile(model, input_grad=True, workers=1)
 
 
 def _checks():
@@ -263,15 +269,14 @@ def _checks():
         Check("flatten", lambda s: L.Flatten(), (2, 3, 4, 5)),
         Check("reshape", lambda s: L.Reshape((3, 20)), (2, 60)),
     ]
-    up = getattr(L, "ConvTranspose2D", None)  # newer than this table: checked when present
-    if up is not None:
-        checks += [
-            Check("convtranspose2d_stride2", lambda s: up(3, 2, 3, stride=2, dtype=F64, seed=s),
-                  (2, 3, 4, 5)),
-            Check("convtranspose2d_pad1_outpad1",
-                  lambda s: up(3, 2, 3, stride=2, padding=1, output_padding=1, dtype=F64, seed=s),
-                  (2, 3, 4, 5)),
-        ]
+    up = L.ConvTranspose2D
+    checks += [
+        Check("convtranspose2d_stride2", lambda s: up(3, 2, 3, stride=2, dtype=F64, seed=s),
+              (2, 3, 4, 5)),
+        Check("convtranspose2d_pad1_outpad1",
+              lambda s: up(3, 2, 3, stride=2, padding=1, output_padding=1, dtype=F64, seed=s),
+              (2, 3, 4, 5)),
+    ]
     checks += [
         Check("loss_bce", lambda s: SigmoidCrossEntropy(), (2, 1, 4, 3), "logits"),
         # The models are full of ReLUs (and max-pools): a pre-activation
@@ -287,11 +292,26 @@ def _checks():
         Check("models_conv_denoiser", lambda s: _biased(conv_denoiser(seed=s, dtype=F64), s),
               (2, 1, 28, 28), "images", steps=(1e-7, 1e-8), max_entries=8),
     ]
-    transposed = getattr(models, "conv_denoiser_transposed", None)  # newer: checked when present
-    if transposed is not None:
-        checks.append(Check("models_conv_denoiser_transposed",
-                            lambda s: _biased(transposed(seed=s, dtype=F64), s),
-                            (2, 1, 28, 28), "images", steps=(1e-7, 1e-8), max_entries=8))
+    checks.append(Check("models_conv_denoiser_transposed",
+                        lambda s: _biased(conv_denoiser_transposed(seed=s, dtype=F64), s),
+                        (2, 1, 28, 28), "images", steps=(1e-7, 1e-8), max_entries=8))
+    # The fast path (scratchae.fast): each rewrite rule on a small stack, then the models.
+    checks += [
+        Check("fast_conv_relu_pool", lambda s: _fast(_biased(Sequential([
+            L.Conv2D(3, 4, 3, dtype=F64, seed=s), L.ReLU(), L.MaxPool2D(2, padding="same"),
+        ]), s)), (2, 3, 7, 5), steps=(1e-7, 1e-8)),
+        Check("fast_subpixel_relu", lambda s: _fast(_biased(Sequential([
+            L.Upsample2D(scale_factor=2), L.Conv2D(3, 4, 3, dtype=F64, seed=s), L.ReLU(),
+        ]), s)), (2, 3, 4, 5), steps=(1e-7, 1e-8)),
+        Check("fast_conv_multiply_first", lambda s: _fast(Sequential([
+            L.Conv2D(5, 2, (3, 2), dtype=F64, seed=s),
+        ])), (2, 5, 6, 7)),
+        Check("fast_dense_autoencoder",
+              lambda s: _fast(_biased(dense_autoencoder(hidden=8, seed=s, dtype=F64), s)),
+              (2, 1, 28, 28), "images", steps=(1e-7, 1e-8)),
+        Check("fast_conv_denoiser", lambda s: _fast(_biased(conv_denoiser(seed=s, dtype=F64), s)),
+              (2, 1, 28, 28), "images", steps=(1e-7, 1e-8), max_entries=8),
+    ]
     return checks
 
 
@@ -379,10 +399,11 @@ def main(argv=None):
     parser = argparse.ArgumentParser(
         prog="python -m scratchae.gradcheck",
         description="Numerical gradient check (float64, central differences, random "
-                    "upstream gradient) of every layer, the loss and both models.")
+                    "upstream gradient) of every layer, the loss and every model, on the "
+                    "textbook layers and on the fast path.")
     parser.add_argument("--layer", metavar="NAME",
                         help="run only the checks whose name starts with NAME "
-                             "(case-insensitive), e.g. conv2d, relu, loss, models")
+                             "(case-insensitive), e.g. conv2d, relu, loss, models, fast")
     parser.add_argument("--list", action="store_true", help="print the check names and exit")
     parser.add_argument("--backend", choices=("numpy", "cupy", "all"), default="all",
                         help="all = numpy, plus cupy when a GPU is usable")

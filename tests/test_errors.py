@@ -26,8 +26,9 @@ from scratchae.cli import DemoSpec, run_demo, run_guarded
 from scratchae.layers import (Conv2D, ConvTranspose2D, Dense, Flatten, MaxPool2D, ReLU,
                               Reshape, Sigmoid, Upsample2D)
 from scratchae.losses import SigmoidCrossEntropy
+from scratchae.checkpoint import load_npz, weights
 from scratchae.models import (Sequential, conv_denoiser, conv_denoiser_transposed,
-                              dense_autoencoder, load_npz)
+                              dense_autoencoder)
 from scratchae.noise import make_noise
 from scratchae.optim import SGD, Adam
 from scratchae.train import Trainer, TrainingDiverged
@@ -372,7 +373,7 @@ def test_load_checkpoint_of_another_architecture_changes_nothing(tmp_path):
 def test_load_checkpoint_with_wrong_shapes_changes_nothing(tmp_path):
     """No architecture string (a hand-made file): the keys and shapes are still checked."""
     model = dense_autoencoder(hidden=8, seed=0)
-    arrays = {k: np.ones(v.shape, np.float32) for k, v in model.state_arrays().items()}
+    arrays = {k: np.ones(v.shape, np.float32) for k, v in weights(model).items()}
     arrays["3.b"] = np.ones(5, np.float32)
     np.savez(tmp_path / "odd.npz", **arrays)
     before = _weights(model)
@@ -389,7 +390,7 @@ def test_load_checkpoint_with_wrong_shapes_changes_nothing(tmp_path):
 
 def test_load_checkpoint_with_nan_weights_changes_nothing(tmp_path):
     model = dense_autoencoder(hidden=8, seed=0)
-    arrays = model.state_arrays()
+    arrays = weights(model)
     arrays["1.W"][0, 0] = np.nan
     np.savez(tmp_path / "nan.npz", **arrays)
     fresh = dense_autoencoder(hidden=8, seed=3)
@@ -445,14 +446,14 @@ def _trainer(checkpoint=None, **kwargs):
 
 
 def _trainer_state(trainer):
-    return (_weights(trainer.model), trainer.optimizer.t, trainer.epoch, trainer.step,
+    return (_weights(trainer.model), trainer.optimizer.t, trainer.epoch, trainer.batch,
             trainer.shuffle_rng.bit_generator.state, trainer.noise_rng.bit_generator.state)
 
 
 def _assert_trainer_unchanged(trainer, state):
     weights, t, epoch, step, shuffle, noise = state
     _assert_same_weights(trainer.model, weights)
-    assert (trainer.optimizer.t, trainer.epoch, trainer.step) == (t, epoch, step)
+    assert (trainer.optimizer.t, trainer.epoch, trainer.batch) == (t, epoch, step)
     assert trainer.shuffle_rng.bit_generator.state == shuffle
     assert trainer.noise_rng.bit_generator.state == noise
     assert trainer.perm is None
@@ -505,7 +506,7 @@ def test_resume_with_other_training_set_size(tmp_path):
     with pytest.raises(ValueError, match=r"shuffling 64 training images, got 48; resume with the "
                                          r"same data"):
         resumed.fit(_images(48), epochs=2)
-    assert resumed.step == 0 and resumed.optimizer.t == 0
+    assert resumed.batch == 0 and resumed.optimizer.t == 0
 
 
 # --------------------------------------------------------------------------

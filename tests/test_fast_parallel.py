@@ -1,16 +1,19 @@
-"""Data parallelism (scratchae.parallel): the same loss and gradients as one worker."""
+"""Batch slices on worker threads (scratchae.fast.parallel): the same loss and gradients
+as one worker."""
 import threading
 
 import numpy as np
 import pytest
 
 import scratchae.backend as B
-import scratchae.parallel as parallel
+import scratchae.fast.model as fast_model
+import scratchae.fast.parallel as parallel
+from scratchae import fast
+from scratchae.fast.conv import workspace
+from scratchae.fast.parallel import batch_slices, check_workers
 from scratchae.layers import Dense
-from scratchae.layers.base import workspace
 from scratchae.losses import SigmoidCrossEntropy
 from scratchae.models import Sequential, conv_denoiser, dense_autoencoder
-from scratchae.parallel import DataParallel, batch_slices, check_workers, replicate
 from scratchae.train import Trainer, predict
 
 from conftest import to_np, to_xp
@@ -19,7 +22,7 @@ from conftest import to_np, to_xp
 @pytest.fixture(autouse=True)
 def split_small_batches(monkeypatch):
     """Split even the tiny test batches (the real threshold keeps them whole)."""
-    monkeypatch.setattr(parallel, "MIN_WORK_PER_WORKER", 1)
+    monkeypatch.setattr(fast_model, "MIN_WORK_PER_WORKER", 1)
 
 
 @pytest.mark.parametrize("n, workers", [(128, 2), (7, 2), (7, 3), (5, 8), (1, 2), (10, 1)])
@@ -38,9 +41,18 @@ def _batch(model, n, dtype, seed=0):
     return rng.uniform(size=shape).astype(dtype), rng.uniform(size=shape).astype(dtype)
 
 
+def _forward_backward(model, inputs, targets, workers):
+    """The loss of one step on a compiled model; its gradients are in ``net.grads``."""
+    net = fast.compile(model, workers=workers)
+    loss_fn = SigmoidCrossEntropy()
+    loss = loss_fn.forward(net.forward(inputs), targets)
+    net.backward(loss_fn.backward())
+    return net, loss
+
+
 def _gradients(model, inputs, targets, workers):
-    loss = DataParallel(model, SigmoidCrossEntropy(), workers).forward_backward(inputs, targets)
-    return float(to_np(loss)), {k: to_np(g) for k, g in model.grads.items()}
+    net, loss = _forward_backward(model, inputs, targets, workers)
+    return float(to_np(loss)), {k: to_np(g) for k, g in net.grads.items()}
 
 
 @pytest.mark.parametrize("build", [conv_denoiser, dense_autoencoder])
@@ -63,41 +75,43 @@ def test_same_loss_and_gradients_as_one_worker(backend, build, workers, n):
 def test_float32_stays_float32():
     model = conv_denoiser(seed=0)
     inputs, targets = _batch(model, 4, np.float32)
-    loss = DataParallel(model, SigmoidCrossEntropy(), 2).forward_backward(inputs, targets)
+    net, loss = _forward_backward(model, inputs, targets, 2)
     assert loss.dtype == np.float32
-    assert all(g.dtype == np.float32 for g in model.gradients())
+    assert all(g.dtype == np.float32 for g in net.gradients())
 
 
 def test_forward_matches_the_model(backend):
     model = dense_autoencoder(hidden=8, seed=0, dtype=np.float64)
     inputs = to_xp(_batch(model, 5, np.float64)[0])
     workers = 3 if backend == "numpy" else 1
-    out = DataParallel(model, workers=workers).forward(inputs)
+    out = fast.compile(model, workers=workers).forward(inputs)
     np.testing.assert_allclose(to_np(out), to_np(model.forward(inputs)), rtol=1e-12)
 
 
 def test_replicas_share_parameters_but_not_caches_or_gradients():
     model = dense_autoencoder(hidden=8, seed=0)
-    model.forward(_batch(model, 2, np.float32)[0])
-    twin = replicate(model)
-    for layer, copy in zip(model.layers, twin.layers):
-        assert copy is not layer
-        for key in layer.params:
-            assert copy.params[key] is layer.params[key]
-        assert copy._cache is None and copy.grads == {}
+    net = fast.compile(model, workers=1)
+    net.forward(_batch(model, 2, np.float32)[0])
+    for op in net.ops:
+        twin = op.replica()
+        assert twin is not op
+        for key in op.params:
+            assert twin.params[key] is op.params[key]
+        assert twin._cache is None and twin.grads == {}
     dense = next(i for i, layer in enumerate(model.layers) if layer.params)
     model.layers[dense].params["W"] += 1.0  # what the optimizer does, in place
-    assert twin.layers[dense].params["W"] is model.layers[dense].params["W"]
+    first = next(op for op in net.ops if op.params)
+    assert first.replica().params["W"] is model.layers[dense].params["W"]
 
 
 def test_gradients_are_new_arrays_and_params_untouched():
     model = dense_autoencoder(hidden=8, seed=0, dtype=np.float64)
     before = {k: v.copy() for k, v in model.params.items()}
     inputs, targets = _batch(model, 6, np.float64)
-    DataParallel(model, SigmoidCrossEntropy(), 2).forward_backward(inputs, targets)
+    net, _ = _forward_backward(model, inputs, targets, 2)
     for key, value in model.params.items():
         np.testing.assert_array_equal(value, before[key])
-        assert not np.shares_memory(model.grads[key], value)
+        assert not np.shares_memory(net.grads[key], value)
 
 
 def test_workspaces_are_per_thread():
@@ -115,10 +129,14 @@ def test_errors_in_a_worker_reach_the_caller():
     model = dense_autoencoder(hidden=8, seed=0)
     bad = np.zeros((4, 3), dtype=np.float32)
     with pytest.raises(ValueError, match=r"expected input of shape \(N, 1, 28, 28\), got \(4, 3\)"):
-        DataParallel(model, SigmoidCrossEntropy(), 2).forward_backward(bad, bad)
+        _forward_backward(model, bad, bad, 2)
     images = np.zeros((4, 1, 28, 28), dtype=np.float32)
     with pytest.raises(ValueError, match=r"shape"):  # the targets, checked by the loss
-        DataParallel(model, SigmoidCrossEntropy(), 2).forward_backward(images, images[:3])
+        _forward_backward(model, images, images[:3], 2)
+    net = fast.compile(model, workers=2)
+    net.forward(images)
+    with pytest.raises(ValueError, match=r"backward expected dout of shape \(4, 1, 28, 28\)"):
+        net.backward(images[:3])
 
 
 def test_errstate_of_the_caller_holds_in_the_workers():
@@ -126,34 +144,35 @@ def test_errstate_of_the_caller_holds_in_the_workers():
     model.layers[0].params["W"][...] = 3e38
     x = np.ones((4, 2), dtype=np.float32)
     with np.errstate(over="raise"), pytest.raises(FloatingPointError):
-        DataParallel(model, workers=2).forward(x)
+        fast.compile(model, workers=2).forward(x)
     with np.errstate(over="ignore", invalid="ignore"):
-        DataParallel(model, workers=2).forward(x)  # no warning, no error
+        fast.compile(model, workers=2).forward(x)  # no warning, no error
 
 
 def test_small_work_is_not_split(monkeypatch):
-    monkeypatch.setattr(parallel, "MIN_WORK_PER_WORKER", 2_000_000)
-    conv = DataParallel(conv_denoiser(), workers=2)
-    dense = DataParallel(dense_autoencoder(), workers=4)
+    monkeypatch.setattr(fast_model, "MIN_WORK_PER_WORKER", 2_000_000)
+    conv = fast.compile(conv_denoiser(), workers=2)
+    dense = fast.compile(dense_autoencoder(), workers=4)
     # conv: 332,144 layer outputs per sample; dense: 2,480
     assert [conv.workers_for((n, 1, 28, 28)) for n in (1, 8, 16, 128)] == [1, 1, 2, 2]
     assert [dense.workers_for((n, 1, 28, 28)) for n in (128, 1024, 8192)] == [1, 1, 4]
     assert conv.workers_for((16, 3, 28, 28)) == 2  # shapes are not checked here
-    assert DataParallel(conv_denoiser(), workers=1).workers_for((128, 1, 28, 28)) == 1
+    assert fast.compile(conv_denoiser(), workers=1).workers_for((128, 1, 28, 28)) == 1
 
 
 def test_each_worker_gets_its_slice(monkeypatch):
     model = dense_autoencoder(hidden=8, seed=0)
     calls = []
-    forward = type(model.layers[0]).forward
+    net = fast.compile(model, workers=2)
+    forward = type(net.ops[0]).forward
 
     def spy(self, x):
         calls.append((len(x), threading.current_thread() is threading.main_thread()))
         return forward(self, x)
 
-    monkeypatch.setattr(type(model.layers[0]), "forward", spy)
+    monkeypatch.setattr(type(net.ops[0]), "forward", spy)
     inputs, targets = _batch(model, 5, np.float32)
-    DataParallel(model, SigmoidCrossEntropy(), 2).forward_backward(inputs, targets)
+    net.forward(inputs)
     assert sorted(calls) == [(2, False), (3, False)]  # both off the main thread
 
 
@@ -188,7 +207,7 @@ def _fit(workers):
 
 def test_trainer_with_workers_follows_the_one_worker_run():
     one, two = _fit(1), _fit(2)
-    assert two.parallel.workers == 2
+    assert two.net.workers == 2
     np.testing.assert_allclose(two.history["train_loss"], one.history["train_loss"], rtol=1e-10)
     for key, value in one.model.params.items():
         np.testing.assert_allclose(two.model.params[key], value, rtol=1e-8, atol=1e-12)
