@@ -128,6 +128,11 @@ def _say(message):
 def load_data(args):
     """MNIST as float32 (N, 1, 28, 28) images, cut to ``--train-size``."""
     data = load_mnist(args.data_dir, progress=not args.no_progress)
+    for split, images in (("training", data.train_images), ("test", data.test_images)):
+        if len(images) == 0:  # a user's own data set: say so before any work
+            where = f"--data-dir {args.data_dir}" if args.data_dir else data.source
+            raise ValueError(f"{where}: the {split} set holds no images; the demos need at "
+                             f"least 1 training and 1 test image")
     train = data.train_images
     if args.train_size is not None:
         if args.train_size > len(train):

@@ -40,8 +40,10 @@ import numpy as np
 
 from . import backend, fast
 from . import layers as L
-from .losses import SigmoidCrossEntropy
+from .layers.gaussian import GaussianKL, GaussianSampler
+from .losses import BernoulliNLL, SigmoidCrossEntropy
 from .models import Sequential, conv_denoiser, conv_denoiser_transposed, dense_autoencoder
+from .vae import vae
 
 
 def relative_error(analytic, numeric):
@@ -249,6 +251,67 @@ def _fast(model):
     return fast.compile(model, input_grad=True, workers=1)
 
 
+class _TwoInputs:
+    """A piece with inputs (mu, logvar) seen by the checker as one input ``x = [mu | logvar]``.
+
+    ``x`` is (N, 2K). The sampler's eps is drawn on the first forward and then
+    frozen: the sampler is a deterministic function of mu and logvar only
+    with eps held fixed. The KL's 0-d output is checked like any other.
+    """
+
+    def __init__(self, piece):
+        self.piece, self.params, self.grads = piece, {}, {}
+
+    def __repr__(self):
+        return repr(self.piece)
+
+    def forward(self, x):
+        k = x.shape[1] // 2
+        y = self.piece.forward(x[:, :k], x[:, k:])
+        if isinstance(self.piece, GaussianSampler) and not self.piece.frozen:
+            self.piece.freeze()
+        return y
+
+    def backward(self, dout):
+        xp = backend.get_array_module(dout)
+        if isinstance(self.piece, GaussianKL):  # a loss: its gradient times the scalar dout
+            dmu, dlogvar = self.piece.backward()
+            return xp.concatenate([dmu, dlogvar], axis=1) * dout
+        return xp.concatenate(self.piece.backward(dout), axis=1)
+
+
+class _VAELoss:
+    """The whole VAE loss, ``L = BernoulliNLL(vae(x), targets) + KL``, as a layer with a 0-d output.
+
+    The targets are fixed images (not x), so dL/dx is the network's own
+    gradient; eps is frozen after the first forward. Both gradient paths
+    into the encoder (through the sampler and from the KL) are checked.
+    """
+
+    def __init__(self, model, seed):
+        self.model, self.rec = model, BernoulliNLL()
+        rng = np.random.default_rng(seed + 1)
+        self.targets = backend.asarray(rng.uniform(0.0, 1.0, (2,) + model.input_shape))
+        self.params, self._scale = model.params, None
+
+    def __repr__(self):
+        return "BernoulliNLL(vae(x)) + KL"
+
+    def forward(self, x):
+        loss = self.rec.forward(self.model.forward(x), self.targets) + self.model.penalty()
+        self.model.sampler.freeze()
+        return loss
+
+    def backward(self, dout):
+        dx = self.model.backward(self.rec.backward())  # dL/dx for L itself; the check's L is dout*L
+        self._scale = dout
+        return dx * dout
+
+    @property
+    def grads(self):
+        return {k: g * self._scale for k, g in self.model.grads.items()}
+
+
 def _checks():
     checks = [
         Check("dense", lambda s: L.Dense(6, 4, dtype=F64, seed=s), (3, 6)),
@@ -295,6 +358,17 @@ def _checks():
     checks.append(Check("models_conv_denoiser_transposed",
                         lambda s: _biased(conv_denoiser_transposed(seed=s, dtype=F64), s),
                         (2, 1, 28, 28), "images", steps=(1e-7, 1e-8), max_entries=8))
+    # The VAE's pieces (scratchae/layers/gaussian.py, scratchae/vae.py) and its whole loss.
+    checks += [
+        Check("vae_sampler", lambda s: _TwoInputs(GaussianSampler(seed=s)), (3, 8)),
+        Check("vae_kl", lambda s: _TwoInputs(GaussianKL()), (3, 8)),
+        Check("vae_bernoulli_nll", lambda s: BernoulliNLL(), (2, 1, 4, 3), "logits"),
+        # L is ~360 nats: its float64 rounding over a step of 1e-6 is ~1e-6 of
+        # the gradient, hence 1e-5 (a wrong gradient fails at every step).
+        Check("vae_loss", lambda s: _VAELoss(_biased(vae(latent=3, hidden=8, seed=s,
+                                                          dtype=F64), s), s),
+              (2, 1, 28, 28), "images", steps=(1e-5, 1e-6), max_entries=12),
+    ]
     # The fast path (scratchae.fast): each rewrite rule on a small stack, then the models.
     checks += [
         Check("fast_conv_relu_pool", lambda s: _fast(_biased(Sequential([
@@ -427,7 +501,7 @@ def main(argv=None):
 
     previous = backend.get_backend()
     width = max(len("check"), *(len(c.name) for c in checks))
-    header = f"{'backend':8} {'check':{width}} {'input shape':12} {'array':8} {'max rel error':>13}  result"
+    header = f"{'backend':8} {'check':{width}} {'input shape':12} {'array':12} {'max rel error':>13}  result"
     print(header)
     print("-" * len(header))
     failed, total, crashed = 0, 0, []
@@ -444,7 +518,7 @@ def main(argv=None):
                     errors = run_check(check, seed=args.seed, tol=args.tol)
                 except Exception as error:  # a broken backward often raises: report it, go on
                     crashed.append((name, check.name, traceback.format_exc()))
-                    print(f"{name:8} {check.name:{width}} {shape:12} {'-':8} {'-':>13}  "
+                    print(f"{name:8} {check.name:{width}} {shape:12} {'-':12} {'-':>13}  "
                           f"ERROR ({type(error).__name__}: {error})")
                     failed, total = failed + 1, total + 1
                     continue
@@ -452,7 +526,7 @@ def main(argv=None):
                     ok = err < args.tol  # a NaN error fails too
                     failed, total = failed + (not ok), total + 1
                     retried = f" (eps {eps:g})" if eps != check.steps[0] else ""
-                    print(f"{name:8} {check.name:{width}} {shape:12} {array:8} {err:13.1e}  "
+                    print(f"{name:8} {check.name:{width}} {shape:12} {array:12} {err:13.1e}  "
                           f"{'PASS' if ok else 'FAIL'}{retried}")
     finally:
         backend.set_backend(previous)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -26,7 +27,8 @@ from matplotlib.ticker import MaxNLocator
 
 from .fileio import atomic_write
 
-__all__ = ["image_rows", "code_grid", "loss_curves", "side_by_side"]
+__all__ = ["image_rows", "code_grid", "loss_curves", "side_by_side", "mosaic", "digit_grid",
+           "latent_scatter"]
 
 DPI = 100
 CELL = 1.0  # inches per digit image
@@ -218,7 +220,7 @@ def code_grid(codes, path, *, title=None, shape=(8, 8), images=None):
     return _save(fig, path)
 
 
-def loss_curves(history, path, *, title=None):
+def loss_curves(history, path, *, title=None, ylabel="mean sigmoid cross-entropy"):
     """Plot the training and test loss per epoch.
 
     Parameters
@@ -231,6 +233,8 @@ def loss_curves(history, path, *, title=None):
         Where to write the PNG.
     title : str, optional
         Figure title.
+    ylabel : str, optional
+        What the loss is.
 
     Returns
     -------
@@ -263,7 +267,7 @@ def loss_curves(history, path, *, title=None):
     evaluated = np.isfinite(test)  # join the epochs that were evaluated
     ax.plot(epochs[evaluated], test[evaluated], marker="s", label="test")
     ax.set_xlabel("epoch")
-    ax.set_ylabel("mean sigmoid cross-entropy")
+    ax.set_ylabel(ylabel)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     if e_train == 1:
         ax.set_xlim(0.5, 1.5)
@@ -319,3 +323,124 @@ def side_by_side(noisy, outputs, clean, path, *, psnr=None, title=None):
         rows.append((label, _as_images(f"outputs[{name!r}]", out, k)))
     rows.append(("clean", _as_images("clean", clean, k)))
     return image_rows(rows, path, title=title)
+
+
+def grid_shape(count):
+    """(rows, cols) of a grid for ``count`` tiles: square when ``count`` is a square.
+
+    ``cols = ceil(sqrt(count))`` and ``rows = ceil(count / cols)``: 196 ->
+    (14, 14), 64 -> (8, 8), 200 -> (14, 15) with 10 empty cells at the end.
+    """
+    cols = math.isqrt(count - 1) + 1 if count > 1 else 1  # ceil(sqrt(count))
+    return -(-count // cols), cols
+
+
+def mosaic(tiles, shape=None, gap=1, fill=0.0):
+    """Tile K images into one, row by row, ``gap`` pixels of ``fill`` between them.
+
+    Parameters
+    ----------
+    tiles : ndarray, shape (K, H, W) or (K, 1, H, W)
+    shape : (int, int), optional
+        (rows, cols) of the grid; default :func:`grid_shape` (K). Cells
+        after the K-th are ``fill``.
+    gap : int, default 1
+    fill : float, default 0.0
+
+    Returns
+    -------
+    ndarray of float32, shape (rows * (H + gap) + gap, cols * (W + gap) + gap)
+    """
+    tiles = _as_images("tiles", tiles)
+    k, h, w = tiles.shape
+    rows, cols = grid_shape(k) if shape is None else shape
+    if rows * cols < k:
+        raise ValueError(f"shape: a {rows}x{cols} grid holds {rows * cols} tiles, got {k}")
+    out = np.full((rows * (h + gap) + gap, cols * (w + gap) + gap), fill, dtype=np.float32)
+    for j in range(k):
+        r, c = divmod(j, cols)
+        out[gap + r * (h + gap):gap + r * (h + gap) + h,
+            gap + c * (w + gap):gap + c * (w + gap) + w] = tiles[j]
+    return out
+
+
+def digit_grid(images, path, *, shape=None, title=None, xlabel=None, ylabel=None,
+               xticks=None, yticks=None):
+    """Draw K digits as one grid image (no space between tiles), e.g. samples of a model.
+
+    Parameters
+    ----------
+    images : ndarray, shape (K, 1, H, W) or (K, H, W), floats in [0, 1]
+    path : str or Path
+    shape : (int, int), optional
+        (rows, cols); default :func:`grid_shape` (K).
+    title, xlabel, ylabel : str, optional
+    xticks, yticks : sequence of str, optional
+        One label per column / row, at its centre (e.g. latent coordinates).
+
+    Returns
+    -------
+    Path
+    """
+    tiles = _as_images("images", images)
+    rows, cols = grid_shape(len(tiles)) if shape is None else shape
+    picture = mosaic(tiles, (rows, cols), gap=0)
+    h, w = tiles.shape[1:]
+    labelled = bool(xlabel or ylabel or xticks or yticks)
+    side = max(3.0, min(0.45 * max(rows, cols), 10.0))
+    fig = _new_figure(side + 0.9 * labelled, side * rows / cols + 0.4 + 0.5 * bool(title)
+                      + 0.6 * labelled)
+    ax = fig.subplots()
+    ax.imshow(picture, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+    _bare(ax)
+    if xticks is not None:
+        ax.set_xticks(np.arange(cols) * w + w / 2 - 0.5, _check_labels("xticks", xticks, cols),
+                      fontsize=7, rotation=90)
+    if yticks is not None:
+        ax.set_yticks(np.arange(rows) * h + h / 2 - 0.5, _check_labels("yticks", yticks, rows),
+                      fontsize=7)
+    if xlabel:
+        ax.set_xlabel(xlabel)
+    if ylabel:
+        ax.set_ylabel(ylabel)
+    if title:
+        fig.suptitle(title, fontsize=12)
+    return _save(fig, path)
+
+
+def latent_scatter(codes, labels, path, *, title=None):
+    """Scatter 2-D codes, coloured by digit label (a categorical colour map, a legend).
+
+    Parameters
+    ----------
+    codes : ndarray, shape (K, 2)
+        E.g. a VAE's ``mu`` for the test set.
+    labels : ndarray of int, shape (K,)
+        The digit of each code, 0..9.
+    path : str or Path
+    title : str, optional
+
+    Returns
+    -------
+    Path
+    """
+    codes = np.asarray(codes, dtype=np.float32)
+    labels = np.asarray(labels)
+    if codes.ndim != 2 or codes.shape[1] != 2 or len(codes) == 0:
+        raise ValueError(f"codes: expected shape (K, 2) with K >= 1, got {codes.shape}")
+    if labels.shape != (len(codes),):
+        raise ValueError(f"labels: expected shape ({len(codes)},), got {labels.shape}")
+    fig = _new_figure(7.0, 6.0)
+    ax = fig.subplots()
+    cmap = matplotlib.colormaps["tab10"]
+    for digit in np.unique(labels):
+        at = labels == digit
+        ax.scatter(codes[at, 0], codes[at, 1], s=3, alpha=0.6, color=cmap(int(digit) % 10),
+                   label=str(digit), rasterized=True)
+    ax.set_xlabel("$z_1$ (mu)")
+    ax.set_ylabel("$z_2$ (mu)")
+    ax.legend(title="digit", markerscale=4, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    ax.grid(True, alpha=0.3)
+    if title:
+        ax.set_title(title)
+    return _save(fig, path)

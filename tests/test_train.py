@@ -97,16 +97,16 @@ def test_demo_runs_and_prints_summary(demo, flags, tmp_path):
     assert list(tmp_path.glob("*.npz")), "no checkpoint written"
 
 
-def _sample_idx_dir(tmp_path):
-    """Write the bundled sample's test split as IDX files, so a demo reads a --data-dir."""
+def _sample_idx_dir(tmp_path, n_train=600, n_test=100):
+    """Write part of the bundled sample as IDX files, so a demo reads a --data-dir."""
     import gzip
     import struct
 
     sample = load_sample()
     directory = tmp_path / "mnist"
     directory.mkdir(exist_ok=True)
-    images = {"train": (sample.train_images[:600], sample.train_labels[:600]),
-              "t10k": (sample.test_images[:100], sample.test_labels[:100])}
+    images = {"train": (sample.train_images[:n_train], sample.train_labels[:n_train]),
+              "t10k": (sample.test_images[:n_test], sample.test_labels[:n_test])}
     for split, (x, y) in images.items():
         pixels = np.round(x[:, 0] * 255).astype(np.uint8)
         with gzip.open(directory / f"{split}-images-idx3-ubyte.gz", "wb") as f:
@@ -114,3 +114,49 @@ def _sample_idx_dir(tmp_path):
         with gzip.open(directory / f"{split}-labels-idx1-ubyte.gz", "wb") as f:
             f.write(struct.pack(">II", 0x801, len(y)) + y.astype(np.uint8).tobytes())
     return directory
+
+
+@pytest.mark.parametrize("n_test", [3, 12])
+def test_a_small_test_set_draws_the_digits_it_has(tmp_path, n_test):
+    """A user's own data set with fewer test images than the figure's 10..19 (issue #13)."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "demos" / "conv_denoise.py"), "--epochs", "1",
+         "--batch-size", "32", "--out", str(tmp_path / "out"), "--no-progress",
+         "--data-dir", str(_sample_idx_dir(tmp_path, n_train=64, n_test=n_test))],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert SUMMARY.match(result.stdout.strip().splitlines()[-1]), result.stdout
+    assert (tmp_path / "out" / "conv_denoise.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_an_empty_test_set_fails_before_training(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "demos" / "conv_denoise.py"), "--epochs", "1",
+         "--out", str(tmp_path / "out"), "--no-progress",
+         "--data-dir", str(_sample_idx_dir(tmp_path, n_train=64, n_test=0))],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"error: --data-dir {tmp_path / 'mnist'}: the test set holds no images; "
+        f"the demos need at least 1 training and 1 test image"]
+    assert "training:" not in result.stdout and not (tmp_path / "out" / "conv_denoise.npz").exists()
+
+
+VAE_SUMMARY = re.compile(r"^test neg_elbo=\d+\.\d{2} rec=\d+\.\d{2} kl=\d+\.\d{2}$")
+
+
+def test_vae_demo_runs_and_draws_its_latent_space(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "demos" / "vae.py"), "--epochs", "1", "--latent", "2",
+         "--hidden", "32", "--out", str(tmp_path), "--no-progress",
+         "--data-dir", str(_sample_idx_dir(tmp_path))],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert VAE_SUMMARY.match(result.stdout.strip().splitlines()[-1]), result.stdout
+    for name in ("vae", "vae_samples", "vae_interpolations", "vae_latent", "vae_manifold",
+                 "vae_loss"):
+        assert (tmp_path / f"{name}.png").read_bytes()[:4] == b"\x89PNG", name
+    assert (tmp_path / "vae.npz").exists()

@@ -102,8 +102,9 @@ def compile(model, *, input_grad=False, workers=None):  # noqa: A001 (like torch
     Parameters
     ----------
     model : Sequential
-        Built from textbook layers. Any other model (a subclass that adds
-        its own penalty, a VAE...) is returned unchanged.
+        Built from textbook layers. A model made of several (a VAE) is
+        compiled part by part through its ``compiled`` method; any other
+        model (e.g. a subclass that adds its own penalty) is returned unchanged.
     input_grad : bool, default False
         Whether ``backward`` returns dL/dinput. Training does not need it,
         and the first layer's dx is then skipped.
@@ -114,6 +115,9 @@ def compile(model, *, input_grad=False, workers=None):  # noqa: A001 (like torch
     -------
     FastSequential
     """
+    if hasattr(model, "compiled"):
+        return model.compiled(lambda part, input_grad: compile(part, input_grad=input_grad,
+                                                               workers=1))
     if type(model) is not Sequential:
         return model
     layers, built, i = model.layers, [], 0
@@ -166,6 +170,7 @@ class FastSequential:
 
     # -- what the textbook model provides -----------------------------------
     name = property(lambda self: self.source.name)
+    layers = property(lambda self: self.source.layers)
     input_shape = property(lambda self: self.source.input_shape)
     params = property(lambda self: self.source.params)
     dtype = property(lambda self: self.source.dtype)

@@ -1,0 +1,183 @@
+"""PyTorch reference for scratchae's VAE: the same model, data and metrics.
+
+The model of PyTorch's ``examples/vae`` (Kingma & Welling's MNIST VAE)::
+
+    encoder  784 -> 400 (ReLU) -> 20 (mu), 20 (logvar)
+    sampler  z = mu + exp(0.5 * logvar) * eps,  eps ~ N(0, I)
+    decoder  20 -> 400 (ReLU) -> 784 logits
+
+trained with Adam (lr 1e-3), batch 128, 10 epochs, on
+
+    loss = BCE-with-logits summed over the 784 pixels + KL(q(z|x) || N(0, I)),
+
+averaged over the batch (nats per image): the negative ELBO. It prints the
+same summary line as scratchae's VAE (``scratchae.vae.format_summary``)::
+
+    test neg_elbo=105.51 rec=80.04 kl=25.46
+
+so the two can be compared number for number. PyTorch is used here only;
+the package never imports it.
+
+What is shared with scratchae, so that only the weights' initialisation
+(PyTorch's own ``nn.Linear`` init here, Glorot there) and float rounding
+differ:
+
+* the data: ``scratchae.data.load_mnist(--data-dir)``, float32 in [0, 1];
+* the order: ``numpy.random.default_rng([seed, 1]).permutation`` every
+  epoch, as :class:`scratchae.train.Trainer` shuffles;
+* the training noise: eps drawn on the host from
+  ``numpy.random.default_rng([seed, 4])`` (float32, one (B, 20) draw per
+  batch), the stream of scratchae's ``GaussianSampler`` built by
+  ``scratchae.vae.vae(seed=seed)``;
+* the test metrics: one eps per test image from
+  ``numpy.random.default_rng([seed, 3])``, drawn in test-set order, as
+  ``scratchae.vae.evaluate`` does.
+
+Usage
+-----
+::
+
+    python benchmarks/vae_torch.py --data-dir /path/to/mnist      # 10 epochs
+    python benchmarks/vae_torch.py --data-dir DIR --epochs 1 --threads 1
+
+Options: ``--epochs`` (10), ``--batch-size`` (128), ``--lr`` (1e-3),
+``--latent`` (20), ``--hidden`` (400), ``--seed`` (0), ``--threads``
+(torch's default), ``--train-size`` (all).
+"""
+
+import argparse
+import sys
+import time
+
+import numpy as np
+
+from scratchae.data import load_mnist
+from scratchae.validate import (
+    arg_non_negative_int,
+    arg_positive_float,
+    arg_positive_int,
+)
+
+TEST_EPS_STREAM = 3  # numpy.random.default_rng([seed, 3]): eps of the test metrics
+TRAIN_EPS_STREAM = 4  # numpy.random.default_rng([seed, 4]): eps of training (the sampler's)
+
+
+def build_model(torch, latent, hidden):
+    nn = torch.nn
+
+    class VAE(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1 = nn.Linear(784, hidden)
+            self.fc_mu = nn.Linear(hidden, latent)
+            self.fc_logvar = nn.Linear(hidden, latent)
+            self.fc3 = nn.Linear(latent, hidden)
+            self.fc4 = nn.Linear(hidden, 784)
+
+        def encode(self, x):
+            h = torch.relu(self.fc1(x.reshape(len(x), 784)))
+            return self.fc_mu(h), self.fc_logvar(h)
+
+        def decode(self, z):
+            return self.fc4(torch.relu(self.fc3(z))).reshape(len(z), 1, 28, 28)
+
+        def forward(self, x, eps):
+            mu, logvar = self.encode(x)
+            z = mu + torch.exp(0.5 * logvar) * eps
+            return self.decode(z), mu, logvar
+
+    return VAE()
+
+
+def losses(torch, logits, x, mu, logvar):
+    """Per-image reconstruction NLL and KL, both shape (N,), in nats."""
+    F = torch.nn.functional
+    rec = F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1)
+    kl = -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(1)
+    return rec, kl
+
+
+def evaluate(torch, model, images, batch_size, seed, latent):
+    """Mean neg. ELBO, reconstruction and KL (nats per image), one eps per image."""
+    rng = np.random.default_rng([seed, TEST_EPS_STREAM])
+    rec_sum = kl_sum = 0.0
+    model.eval()
+    with torch.no_grad():
+        for i in range(0, len(images), batch_size):
+            x = torch.from_numpy(images[i:i + batch_size])
+            eps = torch.from_numpy(rng.standard_normal((len(x), latent), dtype=np.float32))
+            logits, mu, logvar = model(x, eps)
+            rec, kl = losses(torch, logits, x, mu, logvar)
+            rec_sum += float(rec.double().sum())
+            kl_sum += float(kl.double().sum())
+    model.train()
+    n = len(images)
+    return {"neg_elbo": (rec_sum + kl_sum) / n, "rec": rec_sum / n, "kl": kl_sum / n}
+
+
+def format_summary(m):
+    return f"test neg_elbo={m['neg_elbo']:.2f} rec={m['rec']:.2f} kl={m['kl']:.2f}"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python benchmarks/vae_torch.py",
+                                     description="PyTorch reference run of the MNIST VAE.")
+    parser.add_argument("--data-dir", help="directory with the four MNIST IDX (.gz) files")
+    parser.add_argument("--epochs", type=arg_positive_int, default=10)
+    parser.add_argument("--batch-size", type=arg_positive_int, default=128)
+    parser.add_argument("--lr", type=arg_positive_float, default=1e-3)
+    parser.add_argument("--latent", type=arg_positive_int, default=20)
+    parser.add_argument("--hidden", type=arg_positive_int, default=400)
+    parser.add_argument("--seed", type=arg_non_negative_int, default=0)
+    parser.add_argument("--threads", type=arg_positive_int, default=None)
+    parser.add_argument("--train-size", type=arg_positive_int, default=None)
+    args = parser.parse_args(argv)
+
+    try:
+        import torch
+    except ImportError:
+        print("error: PyTorch is not installed (pip install -e \".[bench]\")", file=sys.stderr)
+        return 1
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+
+    mnist = load_mnist(args.data_dir)
+    train = mnist.train_images[:args.train_size]
+    test = mnist.test_images
+    print(f"data: {mnist.source}, {len(train)} train / {len(test)} test images; "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+
+    model = build_model(torch, args.latent, args.hidden)
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+    shuffle_rng = np.random.default_rng([args.seed, 1])
+    eps_rng = np.random.default_rng([args.seed, TRAIN_EPS_STREAM])
+    n = len(train)
+    steps = -(-n // args.batch_size)
+    start_all = time.perf_counter()
+    for epoch in range(args.epochs):
+        start = time.perf_counter()
+        perm = shuffle_rng.permutation(n)
+        total = 0.0
+        for step in range(steps):
+            index = perm[step * args.batch_size:(step + 1) * args.batch_size]
+            x = torch.from_numpy(train[index])
+            eps = torch.from_numpy(eps_rng.standard_normal((len(x), args.latent),
+                                                           dtype=np.float32))
+            logits, mu, logvar = model(x, eps)
+            rec, kl = losses(torch, logits, x, mu, logvar)
+            loss = (rec + kl).mean()  # negative ELBO, nats per image
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach())
+        m = evaluate(torch, model, test, 1000, args.seed, args.latent)
+        print(f"epoch {epoch + 1}/{args.epochs}  train neg_elbo={total / steps:.2f}  "
+              f"{format_summary(m)}  ({time.perf_counter() - start:.1f}s)", flush=True)
+    print(f"total {time.perf_counter() - start_all:.1f}s")
+    print(format_summary(m))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
