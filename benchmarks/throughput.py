@@ -16,7 +16,8 @@ From the repository root, with the package installed
     python benchmarks/throughput.py --model dense --batch-size 256
     python benchmarks/throughput.py --backend cupy --vs-torch   # GPU (torch on CUDA)
     python benchmarks/throughput.py --threads 1      # single-threaded BLAS
-    python benchmarks/throughput.py --workers 1      # no data parallelism
+    python benchmarks/throughput.py --workers 1      # no batch slices on threads
+    python benchmarks/throughput.py --textbook       # the textbook layers, not scratchae.fast
 
 Options
 -------
@@ -31,9 +32,11 @@ Options
                              what NumPy's BLAS already uses (threadpoolctl if it
                              is installed, else those variables, else the number
                              of CPUs this process may run on)
---workers W                  threads that share each batch in scratchae
-                             (scratchae.parallel); default: scratchae's own
-                             default, one per BLAS thread on NumPy, 1 on CuPy
+--workers W                  threads that share each batch on scratchae's fast
+                             path (scratchae.fast.parallel); default: one per
+                             BLAS thread on NumPy, 1 on CuPy
+--textbook                   time the textbook layers (scratchae.layers), as
+                             written, instead of the fast path (scratchae.fast)
 --dtype {float32,float64}    default float32 (PyTorch uses the same dtype)
 --vs-torch                   also time PyTorch (skipped with a note if absent)
 --profile                    per-layer forward/backward breakdown
@@ -117,6 +120,10 @@ import subprocess
 import sys
 import time
 
+# Only the argument checks before NumPy: --threads must be set before NumPy
+# loads its BLAS (scratchae.validate imports nothing heavy).
+from scratchae.validate import arg_non_negative_int, arg_positive_float, arg_positive_int
+
 MODELS = ("conv", "dense")
 FRAMEWORKS = ("scratchae", "torch")
 THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
@@ -129,43 +136,31 @@ np = None  # NumPy is imported in main(), after the thread variables are set.
 # --------------------------------------------------------------------------
 # command line
 # --------------------------------------------------------------------------
-def positive_int(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
-def non_negative_int(text):
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
-
-
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description="Time one training step (forward, loss, backward, Adam) of "
                     "scratchae's autoencoders, optionally against PyTorch.",
     )
     parser.add_argument("--model", choices=MODELS + ("both",), default="both")
-    parser.add_argument("--batch-size", type=positive_int, default=128)
+    parser.add_argument("--batch-size", type=arg_positive_int, default=128)
     parser.add_argument("--backend", choices=("numpy", "cupy"), default="numpy")
-    parser.add_argument("--repeats", type=positive_int, default=10,
+    parser.add_argument("--repeats", type=arg_positive_int, default=10,
                         help="timed steps (default 10)")
-    parser.add_argument("--warmup", type=non_negative_int, default=3,
+    parser.add_argument("--warmup", type=arg_non_negative_int, default=3,
                         help="untimed steps before timing (default 3)")
-    parser.add_argument("--threads", type=positive_int, default=None,
+    parser.add_argument("--threads", type=arg_positive_int, default=None,
                         help="BLAS/OpenMP threads (default: what NumPy's BLAS uses)")
-    parser.add_argument("--workers", type=positive_int, default=None,
+    parser.add_argument("--workers", type=arg_positive_int, default=None,
                         help="scratchae threads sharing each batch (default: one per "
                              "BLAS thread on NumPy, 1 on CuPy)")
+    parser.add_argument("--textbook", action="store_true",
+                        help="time the textbook layers as written, not the fast path")
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     parser.add_argument("--vs-torch", action="store_true",
                         help="also time the same architecture in PyTorch")
     parser.add_argument("--profile", action="store_true",
                         help="per-layer forward/backward time breakdown")
-    parser.add_argument("--min-time", type=float, default=0.05,
+    parser.add_argument("--min-time", type=arg_positive_float, default=0.05,
                         help="shortest duration of one timed repeat in seconds: fast steps "
                              "run several times back to back per repeat (default 0.05; "
                              "0 = exactly one step per repeat)")
@@ -265,34 +260,38 @@ def scratchae_sync_fn(args):
 
 
 def build_scratchae(model_name, args):
-    """Return (model, loss, optimizer) of scratchae on the current backend."""
-    from scratchae import losses, models, optim
+    """Return (net, loss, optimizer) of scratchae on the current backend.
+
+    ``net`` is the fast path (``scratchae.fast.compile``) or, with
+    ``--textbook``, the textbook model itself; both train the same parameters.
+    """
+    from scratchae import fast, losses, models, optim
     make = models.conv_denoiser if model_name == "conv" else models.dense_autoencoder
     model = make(seed=args.seed, dtype=np.dtype(args.dtype))
     # As in scratchae.train.Trainer: the data is checked once up front, so the
     # per-step NaN/inf and [0, 1] checks are off (on CuPy each would sync).
     model.check_finite = False
     loss = losses.SigmoidCrossEntropy(check_targets=False)
-    return model, loss, optim.Adam(model.parameters(), lr=1e-3)
+    if args.textbook:
+        return model, loss, optim.Adam(model.parameters(), lr=1e-3)
+    return (fast.compile(model, workers=args.workers), loss,
+            fast.Adam(model.parameters(), lr=1e-3))
 
 
 def scratchae_step_fn(model_name, args, batch):
     """A function running one scratchae training step, and its sync function."""
     from scratchae import backend
-    from scratchae.parallel import DataParallel
-    model, criterion, optimizer = build_scratchae(model_name, args)
+    net, loss_fn, optimizer = build_scratchae(model_name, args)
     x, t = (backend.asarray(a) for a in batch)
-    # The step of scratchae.train.Trainer: forward, loss and backward (no
-    # gradient for the input images, as in PyTorch, where the input does not
-    # require grad), split over args.workers threads, then Adam.
-    parallel = DataParallel(model, criterion, args.workers)
 
-    def step():
-        parallel.forward_backward(x, t)
-        optimizer.step(model.gradients())
+    def step():  # the four lines of scratchae.train.Trainer.train_step
+        logits = net.forward(x)
+        loss_fn.forward(logits, t)
+        net.backward(loss_fn.backward())
+        optimizer.step(net.gradients())
 
-    step.workers = parallel.workers_for(tuple(x.shape))  # for the printout
-
+    # for the printout: how many threads share the batch
+    step.workers = net.workers_for(tuple(x.shape)) if hasattr(net, "workers_for") else 1
     return step, scratchae_sync_fn(args)
 
 
@@ -411,16 +410,18 @@ def time_alternating(runners, warmup, repeats, min_time):
 
 
 def profile_scratchae(model_name, args, batch):
-    """Per-layer forward/backward medians of scratchae's step.
+    """Per-op (fast path) or per-layer (textbook) forward/backward medians of scratchae's step.
 
     Returns (rows, step median seconds); rows are dicts with
     index, name, shape, fwd, bwd (seconds, medians).
     """
     from scratchae import backend
     sync = scratchae_sync_fn(args)
-    model, criterion, optimizer = build_scratchae(model_name, args)
+    args_one = argparse.Namespace(**{**vars(args), "workers": 1})  # every row its own time
+    net, criterion, optimizer = build_scratchae(model_name, args_one)
+    parts = net.layers if args.textbook else net.ops
     x, t = (backend.asarray(a) for a in batch)
-    records = [{"fwd": [], "bwd": [], "shape": None} for _ in model.layers]
+    records = [{"fwd": [], "bwd": [], "shape": None} for _ in parts]
 
     def timed(fn, times, record_shape=None):
         def wrapper(*args, **kwargs):
@@ -434,19 +435,19 @@ def profile_scratchae(model_name, args, batch):
             return out
         return wrapper
 
-    # Instance attributes shadow the class's methods, so Sequential's
-    # ``layer.forward(x)`` calls the timed wrappers. This model is private
+    # Instance attributes shadow the class's methods, so the model's
+    # ``part.forward(x)`` calls the timed wrappers. This model is private
     # to the profile, nothing else sees the wrappers.
-    for layer, rec in zip(model.layers, records):
-        layer.forward = timed(layer.forward, rec["fwd"], record_shape=rec)
-        layer.backward = timed(layer.backward, rec["bwd"])
+    for part, rec in zip(parts, records):
+        part.forward = timed(part.forward, rec["fwd"], record_shape=rec)
+        part.backward = timed(part.backward, rec["bwd"])
 
     loss_fwd, loss_bwd, adam, total = [], [], [], []
 
     def step(timing):
         sync()
         start = time.perf_counter()
-        logits = model.forward(x)
+        logits = net.forward(x)
         t0 = time.perf_counter()
         criterion.forward(logits, t)
         sync()
@@ -454,9 +455,9 @@ def profile_scratchae(model_name, args, batch):
         dlogits = criterion.backward()
         sync()
         t2 = time.perf_counter()
-        model.backward(dlogits, input_grad=False)
+        net.backward(dlogits)
         t3 = time.perf_counter()
-        optimizer.step(model.gradients())
+        optimizer.step(net.gradients())
         sync()
         t4 = time.perf_counter()
         if timing:
@@ -467,18 +468,18 @@ def profile_scratchae(model_name, args, batch):
 
     for _ in range(args.warmup):
         step(timing=False)
-    for rec in records:  # forget the warm-up steps' layer times
+    for rec in records:  # forget the warm-up steps' times
         rec["fwd"].clear()
         rec["bwd"].clear()
     for _ in range(args.repeats):
         step(timing=True)
 
-    def med(times):  # a layer before the first one with parameters never runs backward
+    def med(times):  # the fast path's ops before the first weights never run backward
         return statistics.median(times) if times else 0.0
     rows = [
-        {"index": str(i), "name": repr(layer), "shape": rec["shape"],
+        {"index": str(i), "name": repr(part), "shape": rec["shape"],
          "fwd": med(rec["fwd"]), "bwd": med(rec["bwd"])}
-        for i, (layer, rec) in enumerate(zip(model.layers, records))
+        for i, (part, rec) in enumerate(zip(parts, records))
     ]
     rows.append({"index": "", "name": "SigmoidCrossEntropy (loss)", "shape": (),
                  "fwd": med(loss_fwd), "bwd": med(loss_bwd)})
@@ -577,7 +578,7 @@ def measure_memory(model_name, framework, args):
         "--_memory-child", model_name, framework,
         "--batch-size", str(args.batch_size), "--backend", args.backend,
         "--dtype", args.dtype, "--threads", str(args.threads), "--seed", str(args.seed),
-        "--workers", str(args.workers),
+        "--workers", str(args.workers), *(["--textbook"] if args.textbook else []),
         "--warmup", str(args.warmup), "--repeats", str(args.repeats),
     ]
     proc = subprocess.run(command, capture_output=True, text=True)
@@ -635,7 +636,9 @@ def print_header(args, threads_source, torch):
     if args.vs_torch:
         torch_text = (f", torch {torch.__version__} ({plural(torch.get_num_threads(), 'thread')})"
                       if torch is not None else ", torch not available")
-    print(f"backend {backend_text}, up to {plural(args.workers, 'worker')}, batch {args.batch_size}, "
+    path = "textbook layers" if args.textbook else "fast path"
+    print(f"backend {backend_text}, scratchae {path}, up to {plural(args.workers, 'worker')}, "
+          f"batch {args.batch_size}, "
           f"dtype {args.dtype}, warmup {args.warmup}, repeats {args.repeats}{torch_text}")
     print("step = forward + SigmoidCrossEntropy + backward + Adam; figures are medians; "
           f"load average {load_average()} at start")
@@ -674,7 +677,7 @@ def print_profile(model_name, rows, step_median):
                  f"{(accounted - fwd_total) * 1e3:.3f}", "100.0"])
     print(f"[{model_name}] scratchae profile, medians over the steps: sum of rows "
           f"{accounted * 1e3:.2f} ms, median profiled step {step_median * 1e3:.2f} ms")
-    print("(one worker, so that every row is that layer's own time; "
+    print("(one worker, so that every row is that op's own time; fast-path shapes are channels-last; "
           "Adam.step and 'other' are listed in the bwd column)")
     print(table(["#", "layer", "output shape", "fwd ms", "bwd ms", "% step"],
                 body, "rllrrr"))
@@ -748,7 +751,7 @@ def main(argv=None):
         except RuntimeError as error:
             raise SystemExit(str(error))
 
-    from scratchae.parallel import check_workers
+    from scratchae.fast.parallel import check_workers
     try:
         args.workers = check_workers(args.workers, "--workers")
     except ValueError as error:
