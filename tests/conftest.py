@@ -1,29 +1,111 @@
 """Shared fixtures and helpers for the scratchae test suite.
 
 Every layer / loss / model test takes the ``backend`` fixture, so the same
-test body runs on NumPy and (when CuPy and a usable GPU are present) on CuPy.
-Reference values are always computed in NumPy on the host and compared
-against ``to_np(result)``.
+test body runs on NumPy and on CuPy. Reference values are always computed in
+NumPy on the host and compared against ``to_np(result)``.
+
+Where the "cupy" runs happen
+----------------------------
+* On **real CuPy** when CuPy is installed and a CUDA GPU is usable.
+* Otherwise on **tests/strict_cupy.py**, a strict stand-in for CuPy written
+  for these tests and backed by NumPy. It is NOT a GPU and proves nothing
+  about CUDA: it only checks host/device discipline the way real CuPy
+  enforces it (no implicit ``np.asarray`` of a device array, no NumPy array
+  as an operand of a CuPy operation or assigned into a device array, C-order
+  ufunc outputs...) and counts kernel launches, transfers and syncs. For the
+  duration of each such test it sits in ``sys.modules["cupy"]`` and
+  ``["cupyx"]``; it is removed afterwards, so tests of the "CuPy is not
+  installed" behaviour still see no CuPy.
+* ``SCRATCHAE_CUPY=stand-in`` forces the stand-in even where a GPU is usable.
+
+Markers (declared in setup.cfg)
+-------------------------------
+* ``cupy``: the test runs through the "cupy" param (stand-in or real CuPy).
+* ``gpu``: needs a real CUDA GPU. The "cupy" param carries it only when it
+  runs on real CuPy. So on a GPU machine ``pytest -m gpu`` runs every
+  backend-parametrized test on the device (and the GPU-only tests), while on
+  a CPU machine ``-m gpu`` selects only GPU-only tests (skipped there) and
+  ``-m "not gpu"`` keeps the stand-in runs, which need no GPU.
+  ``pytest -m cupy`` runs the CuPy path wherever it can: on the device or on
+  the stand-in. The test id stays ``[cupy]`` either way; the header of the
+  pytest run says which one is in use.
 """
 from __future__ import annotations
+
+import contextlib
+import os
 
 import numpy as np
 import pytest
 
 import scratchae.backend as B
 
+import strict_cupy
 
-@pytest.fixture(params=["numpy", pytest.param("cupy", marks=pytest.mark.gpu)])
+# Decided once, before any stand-in is installed.
+REAL_CUPY = B.cupy_available() and os.environ.get("SCRATCHAE_CUPY", "") != "stand-in"
+CUPY_MARKS = [pytest.mark.cupy] + ([pytest.mark.gpu] if REAL_CUPY else [])
+
+
+def pytest_report_header(config):
+    if REAL_CUPY:
+        import cupy
+        return f"cupy backend: real CuPy {cupy.__version__} on a CUDA GPU"
+    return ("cupy backend: tests/strict_cupy.py, a NumPy stand-in that checks host/device "
+            "discipline (NOT a GPU)")
+
+
+@pytest.fixture(params=["numpy", pytest.param("cupy", marks=CUPY_MARKS)])
 def backend(request):
-    """Run the test on the given backend, restoring NumPy afterwards."""
+    """Run the test on the given backend, restoring NumPy afterwards.
+
+    "cupy" is real CuPy on a GPU machine, else the strict stand-in (no GPU).
+    """
     name = request.param
-    if name == "cupy" and not B.cupy_available():
-        pytest.skip("CuPy and a usable CUDA GPU are required for the cupy backend")
-    B.set_backend(name)
-    try:
-        yield name
-    finally:
-        B.set_backend("numpy")
+    with contextlib.ExitStack() as stack:
+        if name == "cupy" and not REAL_CUPY:
+            stack.enter_context(strict_cupy.installed())
+        B.set_backend(name)
+        try:
+            yield name
+        finally:
+            B.set_backend("numpy")
+
+
+@pytest.fixture
+def strict_cupy_backend():
+    """The strict stand-in as the "cupy" backend, for tests that count launches and transfers.
+
+    Yields the ``strict_cupy`` module: ``with strict_cupy_backend.counting() as c: ...``.
+    Skipped where the "cupy" runs use real CuPy: scratchae caches device objects
+    (kernels, workspaces) per library name, so the two must not mix in one
+    process; ``SCRATCHAE_CUPY=stand-in`` runs these on a GPU machine too.
+    """
+    if REAL_CUPY:
+        pytest.skip("counts come from the stand-in; not mixed with real CuPy in one run")
+    with strict_cupy.installed():
+        B.set_backend("cupy")
+        try:
+            yield strict_cupy
+        finally:
+            B.set_backend("numpy")
+
+
+# NumPy twins of scratchae's CUDA kernels, for the stand-in (which cannot run
+# CUDA C). Each repeats its kernel's body, so the stand-in can tell when the
+# kernel changes and the twin has not followed.
+_ADAM_BODY = """
+            m = b1 * m + c1 * g;
+            v = b2 * v + c2 * g * g;
+            p -= lr_t * m / (sqrt(v) + eps_t);
+"""
+
+
+@strict_cupy.register_kernel_twin("scratchae_adam", operation=_ADAM_BODY)
+def _adam_twin(g, lr_t, b1, c1, b2, c2, eps_t, p, m, v):
+    m[...] = b1 * m + c1 * g
+    v[...] = b2 * v + c2 * g * g
+    p -= lr_t * m / (np.sqrt(v) + eps_t)
 
 
 def to_xp(a, dtype=None):
