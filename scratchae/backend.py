@@ -34,17 +34,42 @@ def _import_cupy():
     return cupy
 
 
+_PROBED = {}  # id(cupy module) -> the probe's answer, so the GPU is tried once per process
+
+
 def _cupy_problem():
-    """Return why CuPy cannot be used here (a string), or ``None`` if it can."""
+    """Return why CuPy cannot be used here (a string), or ``None`` if it can.
+
+    Counting devices is not enough: with the NVRTC compiler or cuBLAS
+    missing, CuPy imports and sees the GPU, then fails at the first kernel.
+    So a tiny real computation proves it: an element-wise kernel (compiled
+    by NVRTC), a matrix product (cuBLAS) and the copy back.
+    """
     cupy = _import_cupy()
     if cupy is None:
         return "CuPy is not installed"
+    if id(cupy) in _PROBED:
+        return _PROBED[id(cupy)]
     try:
         count = cupy.cuda.runtime.getDeviceCount()
     except Exception as error:  # the CUDA driver raises its own error types
-        return f"CuPy is installed but no CUDA GPU is usable ({error})"
-    if count < 1:
-        return "CuPy is installed but no CUDA GPU was found"
+        problem = f"CuPy is installed but no CUDA GPU is usable ({error})"
+    else:
+        problem = "CuPy is installed but no CUDA GPU was found" if count < 1 else _try_gpu(cupy)
+    _PROBED[id(cupy)] = problem
+    return problem
+
+
+def _try_gpu(cupy):
+    """Run a kernel and a GEMM on the GPU; return None if they work, else why not."""
+    try:
+        a = cupy.arange(4, dtype=np.float32).reshape(2, 2)
+        result = cupy.asnumpy((a + 1) @ a)  # [[1, 2], [3, 4]] @ [[0, 1], [2, 3]]
+    except Exception as error:  # NVRTC, cuBLAS or the driver: each has its own errors
+        return (f"CuPy is installed and sees a GPU but cannot compute on it "
+                f"({type(error).__name__}: {error})")
+    if not np.array_equal(result, [[4.0, 7.0], [8.0, 15.0]]):
+        return f"CuPy is installed but a test product on the GPU came out wrong ({result.tolist()})"
     return None
 
 

@@ -8,21 +8,10 @@ noise is small, and drawing it with NumPy keeps one random stream whatever
 the backend.
 """
 
-import math
-import numbers
-
 import numpy as np
 
 from . import backend
-
-
-def _check_amount(value, name, upper=None):
-    """Raise ``ValueError`` unless ``value`` is a finite number in (0, upper]."""
-    if (isinstance(value, bool) or not isinstance(value, numbers.Real)
-            or not math.isfinite(value) or value <= 0):
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-    if upper is not None and value > upper:
-        raise ValueError(f"{name} must be at most {upper}, got {value!r}")
+from .validate import positive_float
 
 
 def _like(x, host_array):
@@ -44,7 +33,7 @@ def gaussian(x, factor, rng):
     -------
     ndarray, shape and dtype of ``x``
     """
-    _check_amount(factor, "noise factor")
+    positive_float(factor, "noise factor")
     xp = backend.get_array_module(x)
     z = rng.standard_normal(x.shape, dtype=np.float32)
     z *= np.float32(factor)
@@ -61,12 +50,12 @@ def salt_and_pepper(x, amount, rng):
     amount : float in (0, 1]
     rng : numpy.random.Generator
     """
-    _check_amount(amount, "salt-and-pepper amount", upper=1)
+    positive_float(amount, "salt-and-pepper amount", at_most=1)
+    xp = backend.get_array_module(x)
     u = _like(x, rng.random(x.shape, dtype=np.float32))
-    noisy = x.copy()
-    noisy[u < amount / 2] = 0  # pepper
-    noisy[(u >= amount / 2) & (u < amount)] = 1  # salt
-    return noisy
+    # pepper where u < amount/2, salt where amount/2 <= u < amount; a select,
+    # not a boolean-mask assignment (which makes CuPy wait for the GPU)
+    return xp.where(u < amount / 2, 0, xp.where(u < amount, 1, x)).astype(x.dtype, copy=False)
 
 
 def masking(x, fraction, rng):
@@ -78,7 +67,7 @@ def masking(x, fraction, rng):
     fraction : float in (0, 1]
     rng : numpy.random.Generator
     """
-    _check_amount(fraction, "masking fraction", upper=1)
+    positive_float(fraction, "masking fraction", at_most=1)
     u = _like(x, rng.random(x.shape, dtype=np.float32))
     return x * (u >= fraction)
 

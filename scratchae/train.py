@@ -224,10 +224,10 @@ class Trainer:
 
     def batch_metrics(self, inputs, clean, logits):
         """Sums over one test batch of what :meth:`evaluate` reports (means over the set)."""
-        n = len(clean)
-        return {"bce": float(self.loss_fn.forward(logits, clean) + self.net.penalty()) * n,
-                "psnr_in": float(psnr(inputs, clean).sum()),
-                "psnr_out": float(psnr(sigmoid(logits), clean).sum())}
+        sums = backend.get_array_module(logits).stack([  # read back together: one GPU wait
+            (self.loss_fn.forward(logits, clean) + self.net.penalty()) * len(clean),
+            psnr(inputs, clean).sum(), psnr(sigmoid(logits), clean).sum()])
+        return dict(zip(("bce", "psnr_in", "psnr_out"), backend.to_numpy(sums).tolist()))
 
     def format_summary(self, metrics):
         """The line that reports :meth:`evaluate`'s metrics."""

@@ -45,6 +45,16 @@ TAPS = np.array([[[1, 0, 0], [0, 1, 1]],
 
 PADS = ((1, 1), (1, 1))  # the 2x2 phase convolution reads the input padded by 1
 
+_TAPS_ON_DEVICE = {}
+
+
+def _taps(xp, dtype):
+    """:data:`TAPS` in ``xp`` (NumPy or CuPy) and ``dtype``, uploaded once per library."""
+    key = (id(xp), np.dtype(dtype).str)
+    if key not in _TAPS_ON_DEVICE or _TAPS_ON_DEVICE[key][0] is not xp:
+        _TAPS_ON_DEVICE[key] = (xp, xp.asarray(TAPS, dtype=dtype))
+    return _TAPS_ON_DEVICE[key][1]
+
 
 def phase_kernels(W):
     """The four 2x2 phase kernels of a 3x3 kernel, stacked as output channels.
@@ -59,7 +69,7 @@ def phase_kernels(W):
         ``K[p, q, c, (a*2 + b)*O + o]``: tap (p, q) of phase (a, b)'s kernel.
     """
     xp = backend.get_array_module(W)
-    A = xp.asarray(TAPS, dtype=W.dtype)
+    A = _taps(xp, W.dtype)
     o, c = W.shape[:2]
     K = xp.einsum("apu,bqv,ocuv->pqcabo", A, A, W)  # (2, 2, C, 2, 2, O)
     return K.reshape(2, 2, c, 4 * o)
@@ -81,7 +91,7 @@ def fold_phase_gradient(dK, O):
     dW : ndarray, shape (O, C, 3, 3)
     """
     xp = backend.get_array_module(dK)
-    A = xp.asarray(TAPS, dtype=dK.dtype)
+    A = _taps(xp, dK.dtype)
     c = dK.shape[2]
     return xp.einsum("apu,bqv,pqcabo->ocuv", A, A, dK.reshape(2, 2, c, 2, 2, O))
 
