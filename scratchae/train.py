@@ -181,6 +181,8 @@ class Trainer:
             raise TypeError(f"Trainer: noise must be a function noise(clean, rng), got {noise!r}")
         self.model = model
         self.loss_fn = loss_fn or SigmoidCrossEntropy()
+        if fast:  # the same loss in fewer passes (scratchae.fast.losses)
+            self.loss_fn = fast_path.losses.faster(self.loss_fn)
         workers = fast_path.parallel.check_workers(workers, "Trainer")
         self.net = fast_path.compile(model, workers=workers) if fast else model
         self.optimizer = (fast_path.Adam if fast else Adam)(model.parameters(), lr=lr)

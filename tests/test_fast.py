@@ -313,3 +313,28 @@ def test_fast_adam_is_the_textbook_update(backend, dtype):
         np.testing.assert_allclose(to_np(q), to_np(p), rtol=rtol, atol=rtol)
     for m, n in zip(slow.m + slow.v, quick.m + quick.v):
         np.testing.assert_allclose(to_np(n), to_np(m), rtol=rtol, atol=1e-30)
+
+
+@pytest.mark.parametrize("kind", ["SigmoidCrossEntropy", "BernoulliNLL"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fast_losses_are_the_textbook_losses(backend, kind, dtype):
+    """sum max(x,0) - xt + log1p(e) as two sums and a dot; the gradient through tanh."""
+    from scratchae import losses
+    from scratchae.fast import losses as fast_losses
+
+    rng = np.random.default_rng(0)
+    x = to_xp((20 * rng.standard_normal((3, 1, 5, 4))).astype(dtype))  # large logits too
+    t = to_xp(rng.uniform(size=(3, 1, 5, 4)).astype(dtype))
+    slow, quick = getattr(losses, kind)(), fast_losses.faster(getattr(losses, kind)())
+    assert type(quick).__name__ == kind and type(quick) is not type(slow)
+    value, fast_value = slow.forward(x, t), quick.forward(x, t)
+    assert fast_value.dtype == dtype and fast_value.shape == ()
+    rtol = 1e-5 if dtype == np.float32 else 1e-12
+    assert float(fast_value) == pytest.approx(float(value), rel=rtol)
+    g, fast_g = slow.backward(), quick.backward()
+    assert fast_g.dtype == dtype and fast_g.shape == g.shape
+    np.testing.assert_allclose(to_np(fast_g), to_np(g), rtol=rtol, atol=rtol * np.abs(to_np(g)).max())
+    with pytest.raises(ValueError, match=f"{kind}: logits and targets must have the same shape"):
+        quick.forward(x, t[:2])
+    with pytest.raises(ValueError, match=f"{kind}: targets must be"):
+        quick.forward(x, t * 3)

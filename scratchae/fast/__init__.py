@@ -8,6 +8,7 @@ one identity (derived, with its measured gain, in ``docs/fast.md``)::
     model = conv_denoiser()                 # textbook layers
     net = fast.compile(model)               # the same parameter arrays, fast ops
     optimizer = fast.Adam(model.parameters())
+    loss_fn = fast.losses.faster(SigmoidCrossEntropy())
     logits = net.forward(noisy)             # the same four lines train it
     loss = loss_fn.forward(logits, clean)
     net.backward(loss_fn.backward())
@@ -21,9 +22,11 @@ conv      stride-1 convolution: im2col slices, multiply-first, flipped-kernel dx
 subpixel  nearest x2 upsample + 3x3 conv as four 2x2 phase convolutions
 parallel  batch slices on worker threads
 optim     Adam in place (one fused kernel per parameter on CuPy)
+losses    the sigmoid cross-entropies in fewer passes over memory
 """
 
+from . import losses
 from .model import FastSequential, compile  # noqa: A004
 from .optim import Adam
 
-__all__ = ["compile", "FastSequential", "Adam"]
+__all__ = ["compile", "FastSequential", "Adam", "losses"]
