@@ -5,6 +5,7 @@
 
 Writes dense_autoencoder.png (5 test digits over their reconstructions),
 dense_autoencoder_codes.png (each digit's 64-unit code as an 8x8 image),
+dense_autoencoder_filters.png (each code unit's input weights as a 28x28 tile),
 dense_autoencoder_loss.png and the checkpoint dense_autoencoder.npz to --out.
 The input is the clean image, so psnr_in in the summary line is inf.
 """
@@ -27,9 +28,14 @@ def make_figures(trainer, data, args):
     figures = [
         plots.image_rows([("original", digits), ("reconstruction", trainer.predict(digits))],
                          out / "dense_autoencoder.png",
-                         title=f"Dense autoencoder (hidden {args.hidden}), {plots.epochs(trainer.epoch)}"),
+                         title=f"Dense autoencoder (hidden {args.hidden}), "
+                               f"{plots.epochs(trainer.epoch)}"),
         plots.loss_curves(trainer.history, out / "dense_autoencoder_loss.png",
                           title="Dense autoencoder"),
+        plots.filter_grid(backend.to_numpy(trainer.model.layers[1].params["W"]),
+                          out / "dense_autoencoder_filters.png",
+                          title=f"Encoder filters: each code unit's 784 input weights "
+                                f"({plots.epochs(trainer.epoch)})"),
     ]
     if side * side == args.hidden:
         figures.append(plots.code_grid(codes, out / "dense_autoencoder_codes.png", images=digits,

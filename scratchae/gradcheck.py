@@ -41,8 +41,10 @@ import numpy as np
 from . import backend, fast
 from . import layers as L
 from .layers.gaussian import GaussianKL, GaussianSampler
+from .layers.sparsity import KLSparsity, L1Activity
 from .losses import BernoulliNLL, SigmoidCrossEntropy
 from .models import Sequential, conv_denoiser, conv_denoiser_transposed, dense_autoencoder
+from .sparse import sparse_autoencoder
 from .vae import vae
 
 
@@ -131,6 +133,12 @@ def gradient_errors(layer, x, *, seed=0, eps=1e-6, max_entries=None):
     dict of str to float
         ``"dx"`` and each key of ``layer.params``, mapped to
         :func:`relative_error` between the analytic and numerical gradients.
+
+    Notes
+    -----
+    A layer or model with a ``penalty()`` (a sparsity penalty, a VAE's KL
+    divergence) adds it to the loss, ``L = sum(y * dout) + penalty``, as
+    training does; its ``backward`` must include the penalty's gradient.
     """
     rng = np.random.default_rng(seed)
     x = backend.asarray(x)
@@ -143,9 +151,11 @@ def gradient_errors(layer, x, *, seed=0, eps=1e-6, max_entries=None):
     analytic = {"dx": dx.copy(), **{k: g.copy() for k, g in layer.grads.items()}}
     if not bool((dout == dout_before).all()):
         raise AssertionError(f"{layer!r}: backward modified dout in place")
+    penalty = getattr(layer, "penalty", None)  # a sparsity penalty, a VAE's KL: part of L
 
     def loss():
-        return float((layer.forward(x) * dout).sum())
+        value = (layer.forward(x) * dout).sum()
+        return float(value if penalty is None else value + penalty())
 
     errors = {}
     targets = {"dx": x, **layer.params}
@@ -369,6 +379,17 @@ def _checks():
                                                           dtype=F64), s), s),
               (2, 1, 28, 28), "images", steps=(1e-5, 1e-6), max_entries=12),
     ]
+    # The sparse autoencoder's penalties (scratchae/layers/sparsity.py) and its whole loss:
+    # identity layers whose penalty is part of L (see gradient_errors).
+    checks += [
+        Check("klsparsity", lambda s: KLSparsity(0.1, 3.0), (5, 4), "unit"),
+        Check("klsparsity_near_0_and_1", lambda s: KLSparsity(0.1, 3.0), (5, 4), "edges"),
+        Check("l1activity", lambda s: L1Activity(0.5), (5, 4), "away_from_zero"),
+        Check("models_sparse_autoencoder", lambda s: sparse_autoencoder(hidden=6, beta=3.0,
+                                                                 weight_decay=3e-3, seed=s,
+                                                                 dtype=F64),
+              (2, 1, 28, 28), "images", max_entries=20),
+    ]
     # The fast path (scratchae.fast): each rewrite rule on a small stack, then the models.
     checks += [
         Check("fast_conv_relu_pool", lambda s: _fast(_biased(Sequential([
@@ -399,7 +420,10 @@ def make_input(check, rng):
     permutation, so all values differ by at least 0.01 (for max-pool).
     ``"away_from_zero"``: magnitudes in [0.1, 2] with random signs (for
     ReLU). ``"logits"``: 2 x standard normal (for the loss). ``"images"``:
-    uniform in [0, 1], like pixels.
+    uniform in [0, 1], like pixels. ``"unit"``: uniform in [0.05, 0.95],
+    like sigmoid activations. ``"edges"``: sigmoid activations whose mean
+    per column is near 0 (first half) or near 1 (second half), where a
+    sparsity penalty's gradient is steepest.
     """
     n = int(np.prod(check.shape))
     if check.inputs == "tie_free":
@@ -410,6 +434,12 @@ def make_input(check, rng):
         return 2.0 * rng.standard_normal(check.shape)
     if check.inputs == "images":
         return rng.uniform(0.0, 1.0, check.shape)
+    if check.inputs == "unit":
+        return rng.uniform(0.05, 0.95, check.shape)
+    if check.inputs == "edges":
+        a = rng.uniform(1e-3, 3e-3, check.shape)
+        a[:, check.shape[1] // 2:] = 1 - a[:, check.shape[1] // 2:]
+        return a
     return rng.standard_normal(check.shape)
 
 

@@ -28,7 +28,7 @@ from matplotlib.ticker import MaxNLocator
 from .fileio import atomic_write
 
 __all__ = ["image_rows", "code_grid", "loss_curves", "side_by_side", "mosaic", "digit_grid",
-           "latent_scatter"]
+           "latent_scatter", "filter_mosaic", "filter_grid", "activation_histogram"]
 
 DPI = 100
 CELL = 1.0  # inches per digit image
@@ -441,6 +441,130 @@ def latent_scatter(codes, labels, path, *, title=None):
     ax.set_ylabel("$z_2$ (mu)")
     ax.legend(title="digit", markerscale=4, loc="center left", bbox_to_anchor=(1.0, 0.5))
     ax.grid(True, alpha=0.3)
+    if title:
+        ax.set_title(title)
+    return _save(fig, path)
+
+
+FILTER_CELL = 0.6  # inches per filter tile (28 pixels drawn at ~2 screen pixels each)
+MARGIN = 0.4  # inches around the filter grid
+TITLE_HEIGHT = 0.4  # inches added for a title
+
+
+def filter_mosaic(weights, image_shape=(28, 28), gap=1):
+    """Tile the columns of an encoder weight matrix into one image, each contrast-normalised.
+
+    As UFLDL's ``display_network``: the mean of all weights is subtracted,
+    then each filter is divided by its largest absolute value, so every
+    tile uses the whole range [-1, 1] (-1 black, 0 grey, +1 white) however
+    weak or strong the unit's weights are. Tiles are separated by ``gap``
+    pixels of -1 (black); cells of the grid with no filter are black too.
+
+    Parameters
+    ----------
+    weights : ndarray, shape (D, H)
+        Column j holds the weights into hidden unit j, as in a ``Dense``
+        layer's ``W`` (784 x 196 for the sparse autoencoder).
+    image_shape : (int, int), default (28, 28)
+        How each column is folded into an image (row-major); their product
+        must be D.
+    gap : int, default 1
+
+    Returns
+    -------
+    ndarray of float32, shape (rows * (h + gap) + gap, cols * (w + gap) + gap)
+        With (rows, cols) from :func:`grid_shape` (H).
+
+    Raises
+    ------
+    ValueError
+        If ``weights`` is not 2-D with D = h * w and H >= 1, or is not finite.
+    """
+    W = np.asarray(weights, dtype=np.float64)
+    h, w = (int(s) for s in image_shape)
+    if W.ndim != 2 or W.shape[0] != h * w or W.shape[1] == 0:
+        raise ValueError(f"weights: expected shape ({h * w}, H) with H >= 1 for "
+                         f"{h}x{w} filters, got {np.shape(weights)}")
+    if not np.isfinite(W).all():
+        raise ValueError("weights: must be finite (training diverged?)")
+    W = W - W.mean()  # centre the whole set, as display_network does
+    scale = np.abs(W).max(axis=0)  # (H,): each filter's largest |weight|
+    W = W / np.where(scale > 0, scale, 1.0)  # each tile in [-1, 1]; an all-zero one stays 0
+    return mosaic(W.T.reshape(-1, h, w), gap=gap, fill=-1.0)
+
+
+def filter_grid(weights, path, *, title=None, image_shape=(28, 28)):
+    """Draw every hidden unit's input weights as a small image, in one grid.
+
+    The sparse autoencoder's 196 filters, 28x28 each, make a 14x14 grid;
+    with sparsity they look like pen strokes, without it like blurry,
+    global blobs. A number H of units that is not a square gives
+    ``ceil(sqrt(H))`` columns and as many rows as needed, the last one
+    partly empty (see :func:`grid_shape`).
+
+    Parameters
+    ----------
+    weights : ndarray, shape (D, H)
+        The encoder's ``W`` (host NumPy).
+    path : str or Path
+        Where to write the PNG.
+    title : str, optional
+    image_shape : (int, int), default (28, 28)
+
+    Returns
+    -------
+    Path
+        ``path``. The PNG is ``cols * FILTER_CELL + MARGIN`` inches wide and
+        ``rows * FILTER_CELL + MARGIN (+ TITLE_HEIGHT)`` high, at 100 dpi.
+    """
+    picture = filter_mosaic(weights, image_shape)
+    rows, cols = grid_shape(np.shape(weights)[1])
+    fig = _new_figure(cols * FILTER_CELL + MARGIN,
+                      rows * FILTER_CELL + MARGIN + TITLE_HEIGHT * bool(title))
+    ax = fig.subplots()
+    ax.imshow(picture, cmap="gray", vmin=-1.0, vmax=1.0, interpolation="nearest")
+    ax.set_axis_off()
+    if title:
+        fig.suptitle(title, fontsize=12)
+    return _save(fig, path)
+
+
+def activation_histogram(mean_activations, rho, path, *, title=None, bins=100):
+    """Histogram of the hidden units' mean activations, with the target rho marked.
+
+    With the KL sparsity every unit's mean activation sits near rho (one
+    narrow spike); without it they spread over [0, 1].
+
+    Parameters
+    ----------
+    mean_activations : ndarray, shape (H,)
+        ``rho_hat_j``: each unit's mean activation over a data set, in [0, 1].
+    rho : float
+        The target, drawn as a vertical line.
+    path : str or Path
+    title : str, optional
+    bins : int, default 100
+        Bins over [0, 1] (the same axis for every model, so two figures
+        compare at a glance).
+
+    Returns
+    -------
+    Path
+    """
+    values = np.asarray(mean_activations, dtype=np.float64)
+    if values.ndim != 1 or values.size == 0 or not np.isfinite(values).all():
+        raise ValueError(f"mean_activations: expected a non-empty 1-D array of finite values, "
+                         f"got shape {np.shape(mean_activations)}")
+    fig = _new_figure(6.4, 4.2)
+    ax = fig.subplots()
+    ax.hist(values, bins=bins, range=(0.0, 1.0), color="tab:blue")
+    ax.axvline(rho, color="tab:red", linestyle="--", label=f"target rho = {rho:g}")
+    ax.axvline(values.mean(), color="black", linestyle=":",
+               label=f"mean over units = {values.mean():.3f}")
+    ax.set_xlim(0.0, 1.0)
+    ax.set_xlabel("mean activation of a hidden unit")
+    ax.set_ylabel(f"hidden units (of {values.size})")
+    ax.legend()
     if title:
         ax.set_title(title)
     return _save(fig, path)

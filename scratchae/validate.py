@@ -56,6 +56,14 @@ def positive_float(value, name, owner=None, at_most=None):
     return float(value)
 
 
+def non_negative_float(value, name, owner=None):
+    """Return ``float(value)``; raise ``ValueError`` unless it is finite and >= 0 (a weight 0 switches off)."""
+    if (isinstance(value, bool) or not isinstance(value, numbers.Real)
+            or not math.isfinite(value) or value < 0):
+        raise ValueError(f"{_owner(owner)}{name} must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
 def probability(value, name, owner=None):
     """Return ``float(value)``; raise ``ValueError`` unless it is strictly between 0 and 1."""
     if (isinstance(value, bool) or not isinstance(value, numbers.Real)
@@ -207,3 +215,4 @@ arg_positive_int = _arg_type(int, positive_int, "a positive integer")
 arg_non_negative_int = _arg_type(int, non_negative_int, "an integer >= 0")
 arg_positive_float = _arg_type(float, positive_float, "a positive finite number")
 arg_probability = _arg_type(float, probability, "a number in (0, 1)")
+arg_non_negative_float = _arg_type(float, non_negative_float, "a finite number >= 0")

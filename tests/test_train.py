@@ -160,3 +160,24 @@ def test_vae_demo_runs_and_draws_its_latent_space(tmp_path):
                  "vae_loss"):
         assert (tmp_path / f"{name}.png").read_bytes()[:4] == b"\x89PNG", name
     assert (tmp_path / "vae.npz").exists()
+
+
+SPARSE_SUMMARY = re.compile(
+    r"^test bce=\d+\.\d{4} penalty=\d+\.\d{4}\+\d+\.\d{4} mean_activation=\d\.\d{3}$")
+
+
+def test_sparse_autoencoder_demo_prints_the_penalty_and_draws_the_filters(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "demos" / "sparse_autoencoder.py"), "--epochs", "2",
+         "--hidden", "16", "--out", str(tmp_path), "--no-progress",
+         "--data-dir", str(_sample_idx_dir(tmp_path))],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert SPARSE_SUMMARY.match(lines[-1]), result.stdout
+    epochs = [line for line in lines if line.startswith("epoch ")]
+    assert len(epochs) == 2 and all("penalty=" in e and "mean_activation=" in e for e in epochs)
+    for name in ("sparse_autoencoder_filters", "sparse_autoencoder",
+                 "sparse_autoencoder_activations", "sparse_autoencoder_loss"):
+        assert (tmp_path / f"{name}.png").read_bytes()[:4] == b"\x89PNG", name

@@ -118,7 +118,9 @@ def compile(model, *, input_grad=False, workers=None):  # noqa: A001 (like torch
     if hasattr(model, "compiled"):
         return model.compiled(lambda part, input_grad: compile(part, input_grad=input_grad,
                                                                workers=1))
-    if type(model) is not Sequential:
+    if type(model) is not Sequential or any(hasattr(layer, "penalty") for layer in model.layers):
+        # a model that adds its own terms to the loss (a sparsity penalty couples the
+        # samples of a batch through its mean) runs as written, on one thread
         return model
     layers, built, i = model.layers, [], 0
     shapes = [None] * (len(layers) + 1)

@@ -26,32 +26,36 @@ matrix, and :class:`scratchae.sparse.SparseAutoencoder` adds them to the
 loss and to the gradients.
 
 All coefficients are taken literally: ``KLSparsity(rho, beta)`` adds exactly
-``beta * sum_j KL``. How UFLDL's values (``beta = 3``, ``lambda = 3e-3``) are
-scaled for scratchae's per-pixel mean loss is decided by the model builder,
-:func:`scratchae.sparse.sparse_autoencoder`.
+``beta * sum_j KL``. scratchae's loss is a mean over pixels, UFLDL's
+reconstruction term a sum over them; the model builder,
+:func:`scratchae.sparse.sparse_autoencoder`, takes ``beta`` and ``lambda``
+per image, as UFLDL does, and divides them by the 784 pixels for the layers.
 """
-
-import math
-import numbers
 
 import numpy as np
 
 from .. import backend
-from ..validate import probability
+from ..validate import non_negative_float, probability
 from .base import Layer
 
 
-def non_negative_float(value, name, owner=None):
-    """Return ``float(value)``; raise ``ValueError`` unless it is a finite number >= 0.
+def kl_divergence(rho, q):
+    """``KL(rho || q) = rho log(rho/q) + (1 - rho) log((1 - rho)/(1 - q))``, element-wise.
 
-    The rule of :mod:`scratchae.validate` for a weight that 0 switches off
-    (``--beta 0``), in its wording.
+    The divergence between two coin flips with heads probabilities rho
+    and q (each q strictly between 0 and 1).
+
+    Parameters
+    ----------
+    rho : float in (0, 1)
+    q : ndarray, any shape
+
+    Returns
+    -------
+    ndarray, shape of ``q``
     """
-    if (isinstance(value, bool) or not isinstance(value, numbers.Real)
-            or not math.isfinite(value) or value < 0):
-        prefix = f"{owner}: " if owner else ""
-        raise ValueError(f"{prefix}{name} must be a finite number >= 0, got {value!r}")
-    return float(value)
+    xp = backend.get_array_module(q)
+    return rho * xp.log(rho / q) + (1 - rho) * xp.log((1 - rho) / (1 - q))
 
 
 def _check_activations(layer, a):
@@ -85,9 +89,31 @@ class KLSparsity(Layer):
     the same for every sample n of the batch. The layer's output is its
     input, so ``backward(dout) = dout + d penalty / d a``.
 
-    **Stability.** See :meth:`forward`: ``rho_hat`` is clipped into
-    [smallest normal float, largest float below 1], which changes it only
-    where rounding made it exactly 0 or 1.
+    **Stability: why rho_hat is clipped, and why that is not a hack.**
+    ``rho_hat_j`` is a mean of sigmoids, each strictly between 0 and 1 in
+    exact arithmetic, so ``rho_hat_j`` is too and the KL is finite. Only
+    in floating point can it be 0 or 1: a float32 sigmoid rounds to exactly
+    1 once its input is above ~17 (float64: ~37) and to 0 below ~-104
+    (float64: ~-745), so a unit saturated on a whole batch has
+    ``rho_hat_j == 1`` (or 0). There ``log(1 - rho_hat)`` is -inf, the
+    derivative is inf, and the Sigmoid's backward computes
+    ``inf * y (1 - y) = inf * 0 = NaN``. So ``forward`` clips ``rho_hat``
+    into ``[tiny, 1 - epsneg]``, the smallest normal float and the largest
+    float below 1. That changes only a mean that rounded to exactly 0 or 1
+    (or into the subnormals): it replaces the float nearest to the true
+    mean by the nearest float that is not 0 or 1. The penalty stays finite
+    (at most ~15 per unit in float32), and so does its derivative (at most
+    ``beta / N * rho / tiny``, which overflows only for ``beta / N > 4``,
+    far beyond any useful weight), which the Sigmoid then multiplies by
+    ``y (1 - y)``, 0 or nearly 0 there.
+
+    The loss (:class:`~scratchae.losses.SigmoidCrossEntropy`) needs no
+    ``clip(p, eps)`` because it has the logits and never forms ``log p``.
+    This layer sits after the sigmoid, whose outputs have already been
+    rounded, so there is nothing better to compute from; and the clip is at
+    the ends of the float range, not at an ``eps`` (say 1e-7) that would
+    change the penalty and flatten its gradient for every unit whose mean
+    activation is merely small.
 
     Parameters
     ----------
@@ -101,7 +127,7 @@ class KLSparsity(Layer):
     ----------
     rho_hat : ndarray, shape (H,)
         Mean activation of each unit over the last forward's batch (as
-        clipped, see :meth:`forward`).
+        clipped, see above).
     """
 
     def __init__(self, rho=0.1, beta=3.0):
@@ -125,37 +151,16 @@ class KLSparsity(Layer):
         Returns
         -------
         a : ndarray, shape (N, H), the same array
-
-        Notes
-        -----
-        ``rho_hat_j`` is a mean of sigmoids, each strictly between 0 and 1
-        in exact arithmetic, so ``rho_hat_j`` is too and the KL is finite.
-        Only in floating point can it be 0 or 1: a float32 sigmoid rounds
-        to exactly 1 once its input is above ~17 (and to 0 below ~-104),
-        so a unit saturated on the whole batch has ``rho_hat_j == 1``,
-        where ``log(1 - rho_hat)`` is -inf and the derivative is inf, and
-        the Sigmoid's backward then computes ``inf * y (1 - y) =
-        inf * 0 = NaN``. We therefore clip ``rho_hat`` into
-        ``[tiny, 1 - epsneg]``, the smallest normal float and the largest
-        float below 1. That changes only a mean that rounded to exactly 0
-        or 1 (or into the subnormals), i.e. the float nearest to the true
-        mean is replaced by the nearest float that is not 0 or 1: the
-        penalty stays finite (at most ~15 per unit in float32) and so does
-        its derivative (at most ``beta / N * rho / tiny``, which overflows
-        only for ``beta / N > 4``, far beyond any useful weight), which the
-        Sigmoid then multiplies by ``y (1 - y)``, 0 or nearly 0 there. This is not the ``clip(p, eps)`` that
-        the loss avoids: the loss has logits and needs no clip at all,
-        while this layer sits after the sigmoid (its inputs have already
-        been rounded), and the clip is at the ends of the float range, not
-        at an ``eps`` that would bias the penalty everywhere near 0 and 1.
         """
         _check_activations(self, a)
         xp = backend.get_array_module(a)
         info = np.finfo(a.dtype)
         rho, beta = self.rho, self.beta
-        rho_hat = xp.clip(a.mean(axis=0), info.tiny, 1 - info.epsneg)  # (H,), see Notes
-        kl = rho * xp.log(rho / rho_hat) + (1 - rho) * xp.log((1 - rho) / (1 - rho_hat))  # (H,)
-        self._penalty = beta * kl.sum()
+        # A mean of sigmoids is never exactly 0 or 1 in exact arithmetic, only
+        # in floating point (saturated units): move such a mean to the nearest
+        # float that is not 0 or 1, so log and 1/q stay finite (class docstring).
+        rho_hat = xp.clip(a.mean(axis=0), info.tiny, 1 - info.epsneg)  # (H,)
+        self._penalty = beta * kl_divergence(rho, rho_hat).sum()
         self.rho_hat = rho_hat
         self._cache = (rho_hat, a.shape)
         return a
