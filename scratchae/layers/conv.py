@@ -5,7 +5,7 @@ Notation
 N  : batch size              C  : input channels       O  : output channels
 H, W   : input height, width     KH, KW : kernel height, width
 SH, SW : strides                 OH, OW : output height, width
-K  : C * KH * KW, the length of one receptive field ("patch")
+K  : KH * KW * C, the length of one receptive field ("patch")
 
 Like every deep-learning library, "convolution" here means
 cross-correlation (the kernel is not flipped)::
@@ -16,11 +16,17 @@ im2col copies every receptive field of the padded input into one row of a
 matrix ``cols`` of shape (N*OH*OW, K). The whole convolution is then a
 single matrix product (GEMM), the operation BLAS and cuBLAS run fastest::
 
-    y = cols @ W_mat + b        W_mat = W.reshape(O, K).T: (K, O)
+    y = cols @ W_mat + b        W_mat: (K, O)
 
 and, because that is a ``Dense`` layer applied to every row of ``cols``,
 its backward is a ``Dense`` backward followed by col2im, which adds each
 row of ``dcols`` back onto the window it was copied from.
+
+Memory layout: the layers take and return NCHW arrays, but im2col works on
+**channels-last** (N, H, W, C) arrays, the layout a GEMM produces: its
+(N*OH*OW, O) result *is* an (N, OH, OW, O) array. So every window row is a
+run of C contiguous numbers, and the output is returned as a transposed
+view, never copied into NCHW order.
 
 The price of im2col is memory: ``cols`` holds every input pixel about
 KH*KW times. This file is the textbook version, written to be read; the
@@ -36,9 +42,37 @@ from .base import Layer, conv_output_size, glorot_uniform, make_rng, resolve_pad
 
 
 def pad2d(x, pads, value=0.0):
-    """Pad the last two axes of ``x`` (N, C, H, W) by ``pads = ((top, bottom), (left, right))``."""
+    """Pad the two spatial axes of a channels-last ``x`` (N, H, W, C) by ``((top, bottom), (left, right))``.
+
+    Returns a new (N, H', W', C) array, or ``x`` itself when every pad is 0.
+    """
+    if not any(any(pair) for pair in pads):
+        return x
     xp = backend.get_array_module(x)
-    return xp.pad(x, ((0, 0), (0, 0), *pads), constant_values=value)
+    return xp.pad(x, ((0, 0), *pads, (0, 0)), constant_values=value)
+
+
+def window_view(x, kernel, stride):
+    """All KH x KW windows of ``x`` as a strided view (nothing is copied).
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, H, W, C)
+    kernel, stride : (int, int)
+
+    Returns
+    -------
+    ndarray, shape (N, OH, OW, KH, KW, C)
+        ``view[n, i, j, p, q, c] = x[n, i*SH + p, j*SW + q, c]``: moving one
+        output step moves SH rows in memory, moving one kernel step moves one.
+    """
+    xp = backend.get_array_module(x)
+    n, h, w, c = x.shape
+    (kh, kw), (sh, sw) = kernel, stride
+    oh, ow = (h - kh) // sh + 1, (w - kw) // sw + 1
+    s_n, s_h, s_w, s_c = x.strides
+    return xp.lib.stride_tricks.as_strided(
+        x, shape=(n, oh, ow, kh, kw, c), strides=(s_n, s_h * sh, s_w * sw, s_h, s_w, s_c))
 
 
 def im2col(x, kernel, stride):
@@ -46,24 +80,20 @@ def im2col(x, kernel, stride):
 
     Parameters
     ----------
-    x : ndarray, shape (N, C, H, W), already padded
+    x : ndarray, shape (N, H, W, C), channels last, already padded
     kernel, stride : (int, int)
 
     Returns
     -------
-    cols : ndarray, shape (N*OH*OW, C*KH*KW)
-        Row ``(n, i, j)`` is the window at output pixel (i, j), in (c, p, q)
-        order: the order of ``W.reshape(O, -1)``.
+    cols : ndarray, shape (N*OH*OW, KH*KW*C)
+        Row ``(n, i, j)`` is the window at output pixel (i, j), in (p, q, c) order.
     """
     xp = backend.get_array_module(x)
-    n, c, h, w = x.shape
-    (kh, kw), (sh, sw) = kernel, stride
-    oh, ow = (h - kh) // sh + 1, (w - kw) // sw + 1
-    cols = xp.empty((n, oh, ow, c, kh, kw), dtype=x.dtype)
-    for p in range(kh):  # one strided slab of the whole batch per kernel offset
-        for q in range(kw):
-            cols[:, :, :, :, p, q] = x[:, :, p:p + sh * oh:sh, q:q + sw * ow:sw].transpose(0, 2, 3, 1)
-    return cols.reshape(n * oh * ow, c * kh * kw)
+    windows = window_view(x, kernel, stride)  # (N, OH, OW, KH, KW, C), a view
+    n, oh, ow, kh, kw, c = windows.shape
+    # The one copy. A window row (q, c) is KW*C numbers side by side in x
+    # (at stride 1), so this copies runs of pixels, not single numbers.
+    return xp.ascontiguousarray(windows).reshape(n * oh * ow, kh * kw * c)
 
 
 def col2im(dcols, x_shape, kernel, stride):
@@ -73,24 +103,24 @@ def col2im(dcols, x_shape, kernel, stride):
 
     Parameters
     ----------
-    dcols : ndarray, shape (N*OH*OW, C*KH*KW)
-    x_shape : (N, C, H, W)
-        Shape of the (padded) array that :func:`im2col` read.
+    dcols : ndarray, shape (N*OH*OW, KH*KW*C)
+    x_shape : (N, H, W, C)
+        Shape of the (padded, channels-last) array that :func:`im2col` read.
     kernel, stride : (int, int)
 
     Returns
     -------
-    dx : ndarray, shape (N, C, H, W)
+    dx : ndarray, shape (N, H, W, C)
     """
     xp = backend.get_array_module(dcols)
-    n, c, h, w = x_shape
+    n, h, w, c = x_shape
     (kh, kw), (sh, sw) = kernel, stride
     oh, ow = (h - kh) // sh + 1, (w - kw) // sw + 1
-    dwin = dcols.reshape(n, oh, ow, c, kh, kw)
+    dwin = dcols.reshape(n, oh, ow, kh, kw, c)
     dx = xp.zeros(x_shape, dtype=dcols.dtype)
     for p in range(kh):
         for q in range(kw):
-            dx[:, :, p:p + sh * oh:sh, q:q + sw * ow:sw] += dwin[:, :, :, :, p, q].transpose(0, 3, 1, 2)
+            dx[:, p:p + sh * oh:sh, q:q + sw * ow:sw, :] += dwin[:, :, :, p, q, :]
     return dx
 
 
@@ -168,12 +198,12 @@ class Conv2D(Layer):
         if oh < 1 or ow < 1:
             raise ValueError(f"{self!r}: input of spatial size {tuple(x.shape[2:])} is smaller "
                              f"than the kernel {self.kernel_size} after padding")
-        x_pad = pad2d(x, self.pads(*x.shape[2:]))                   # (N, C, H', W')
+        x_pad = pad2d(x.transpose(0, 2, 3, 1), self.pads(*x.shape[2:]))  # (N, H', W', C)
         cols = im2col(x_pad, self.kernel_size, self.stride)         # (N*OH*OW, K)
-        W_mat = self.params["W"].reshape(o, -1).T                   # (K, O)
+        W_mat = self.params["W"].transpose(2, 3, 1, 0).reshape(-1, o)   # (K, O), rows (p, q, c)
         y = cols @ W_mat + self.params["b"]                         # (N*OH*OW, O)
         self._cache = (cols, x.shape, x_pad.shape)
-        return y.reshape(n, oh, ow, o).transpose(0, 3, 1, 2)        # (N, O, OH, OW)
+        return y.reshape(n, oh, ow, o).transpose(0, 3, 1, 2)        # (N, O, OH, OW), a view
 
     def backward(self, dout):
         """Backpropagate through the convolution.
@@ -188,14 +218,17 @@ class Conv2D(Layer):
         """
         cols, x_shape, padded_shape = self._cached()
         self._check_dout(dout, self.output_shape(x_shape))
-        W = self.params["W"]
-        d = dout.transpose(0, 2, 3, 1).reshape(-1, self.out_channels)   # (N*OH*OW, O)
+        (kh, kw), c, o = self.kernel_size, self.in_channels, self.out_channels
+        W_mat = self.params["W"].transpose(2, 3, 1, 0).reshape(-1, o)   # (K, O), as in forward
+        d = dout.transpose(0, 2, 3, 1).reshape(-1, o)                   # (N*OH*OW, O)
         # y = cols @ W_mat + b is a Dense layer on the rows of cols, so:
+        dW_mat = cols.T @ d  # dL/dW_mat = cols.T @ dout   (K, O)
         self.grads = {
-            "W": (cols.T @ d).T.reshape(W.shape),   # dL/dW_mat = cols.T @ dout   (K, O)
-            "b": d.sum(axis=0),                     # dL/db = dout summed over batch and pixels (O,)
+            "W": dW_mat.reshape(kh, kw, c, o).transpose(3, 2, 0, 1).copy(),  # back to (O, C, KH, KW)
+            "b": d.sum(axis=0),  # dL/db = dout summed over batch and pixels   (O,)
         }
-        dcols = d @ W.reshape(self.out_channels, -1)                     # dL/dcols = dout @ W_mat.T
-        dx_pad = col2im(dcols, padded_shape, self.kernel_size, self.stride)  # (N, C, H', W')
+        dcols = d @ W_mat.T  # dL/dcols = dout @ W_mat.T   (N*OH*OW, K)
+        dx_pad = col2im(dcols, padded_shape, self.kernel_size, self.stride)  # (N, H', W', C)
         (top, _), (left, _) = self.pads(*x_shape[2:])
-        return dx_pad[:, :, top:top + x_shape[2], left:left + x_shape[3]]  # padding gets no gradient
+        dx = dx_pad[:, top:top + x_shape[2], left:left + x_shape[3]]  # padding gets no gradient
+        return dx.transpose(0, 3, 1, 2)  # (N, C, H, W), a view

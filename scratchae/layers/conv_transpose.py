@@ -23,7 +23,7 @@ where the kernel is larger than the stride::
 layout (C, O, KH, KW).) So this file swaps the two halves of ``Conv2D``:
 
 * **forward** is Conv2D's backward: one GEMM makes every input pixel's
-  scaled kernel, ``cols = x_rows @ W_mat`` with shape (N*H*W, O*KH*KW),
+  scaled kernel, ``cols = x_rows @ W_mat`` with shape (N*H*W, KH*KW*O),
   and :func:`~scratchae.layers.conv.col2im` adds each row onto its KH x KW
   window of the full output; the padding is then cropped away.
 * **backward** is a convolution (Conv2D's forward): an output pixel's
@@ -136,17 +136,21 @@ class ConvTranspose2D(Layer):
         )
 
     def _full_shape(self, n, h, w):
-        """(N, O, FH, FW): the uncropped output, FH = (H - 1)*SH + KH + AH.
+        """(N, FH, FW, O): the uncropped output, channels last, FH = (H - 1)*SH + KH + AH.
 
         It is the padded input of the convolution this layer is the backward
         of: exactly H x W windows of KH x KW fit in it with stride SH x SW.
         """
         (kh, kw), (sh, sw), (ah, aw) = self.kernel_size, self.stride, self.output_padding
-        return n, self.out_channels, (h - 1) * sh + kh + ah, (w - 1) * sw + kw + aw
+        return n, (h - 1) * sh + kh + ah, (w - 1) * sw + kw + aw, self.out_channels
+
+    def _weight_matrix(self):
+        """``W`` (C, O, KH, KW) as W_mat (C, KH*KW*O), columns in im2col's (p, q, o) order."""
+        return self.params["W"].transpose(0, 2, 3, 1).reshape(self.in_channels, -1)
 
     def output_shape(self, input_shape):
         n, _, h, w = input_shape
-        _, o, fh, fw = self._full_shape(n, h, w)
+        _, fh, fw, o = self._full_shape(n, h, w)
         return n, o, fh - 2 * self.padding, fw - 2 * self.padding
 
     def forward(self, x):
@@ -171,7 +175,7 @@ class ConvTranspose2D(Layer):
         x_rows = x.transpose(0, 2, 3, 1).reshape(n * h * w, c)  # one row per input pixel
         # Conv2D's backward, step 1: dcols = dout @ W_mat.T. Here row (n, i, j)
         # of cols is input pixel (i, j)'s kernel copy, scaled channel by channel:
-        cols = x_rows @ self.params["W"].reshape(c, -1)         # (N*H*W, O*KH*KW)
+        cols = x_rows @ self._weight_matrix()                   # (N*H*W, KH*KW*O)
         # ... step 2: col2im adds each row onto its KH x KW window (stride SH x SW)
         # of the full output; overlapping windows add up.
         y_full = col2im(cols, self._full_shape(n, h, w), self.kernel_size, self.stride)
@@ -179,7 +183,8 @@ class ConvTranspose2D(Layer):
         # backward of), and add the bias to every pixel.
         p = self.padding
         self._cache = (x_rows, x.shape)
-        return y_full[:, :, p:p + oh, p:p + ow] + self.params["b"].reshape(o, 1, 1)
+        y = y_full[:, p:p + oh, p:p + ow] + self.params["b"]    # (N, OH, OW, O)
+        return y.transpose(0, 3, 1, 2)                          # (N, O, OH, OW), a view
 
     def backward(self, dout):
         """Backpropagate: a convolution of ``dout``, with this layer's kernel.
@@ -195,17 +200,19 @@ class ConvTranspose2D(Layer):
         x_rows, x_shape = self._cached()
         self._check_dout(dout, self.output_shape(x_shape))
         n, c, h, w = x_shape
-        W, p = self.params["W"], self.padding
+        p = self.padding
         # Undo the crop: the cropped border got no gradient, so pad with zeros
-        # back to the full (N, O, FH, FW) output.
-        d_full = pad2d(dout, ((p, p), (p, p)))
+        # back to the full (N, FH, FW, O) output.
+        d_full = pad2d(dout.transpose(0, 2, 3, 1), ((p, p), (p, p)))
         # The adjoint of col2im is im2col: row (n, i, j) gathers the KH x KW
         # window of dout that input pixel (i, j)'s kernel copy was added onto.
-        dcols = im2col(d_full, self.kernel_size, self.stride)  # dL/dcols  (N*H*W, O*KH*KW)
+        dcols = im2col(d_full, self.kernel_size, self.stride)  # dL/dcols  (N*H*W, KH*KW*O)
         # cols = x_rows @ W_mat is a Dense layer on the input pixels, so:
+        dW_mat = x_rows.T @ dcols  # dL/dW_mat = x_rows.T @ dcols  (C, KH*KW*O)
+        kh, kw = self.kernel_size
         self.grads = {
-            "W": (x_rows.T @ dcols).reshape(W.shape),  # dL/dW_mat = x_rows.T @ dcols  (C, O*KH*KW)
+            "W": dW_mat.reshape(c, kh, kw, -1).transpose(0, 3, 1, 2).copy(),  # (C, O, KH, KW)
             "b": dout.sum(axis=(0, 2, 3)),  # dL/db = dout summed over batch and pixels  (O,)
         }
-        dx_rows = dcols @ W.reshape(c, -1).T  # dL/dx_rows = dcols @ W_mat.T  (N*H*W, C)
-        return dx_rows.reshape(n, h, w, c).transpose(0, 3, 1, 2)
+        dx_rows = dcols @ self._weight_matrix().T  # dL/dx_rows = dcols @ W_mat.T  (N*H*W, C)
+        return dx_rows.reshape(n, h, w, c).transpose(0, 3, 1, 2)  # (N, C, H, W), a view

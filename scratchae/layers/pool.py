@@ -10,9 +10,9 @@ Backward: only the input that *won* the max influenced the output, so the
 whole gradient ``dout[n, c, i, j]`` flows to that one input (the argmax)
 and every other input of the window gets zero.
 
-Both directions reuse the convolution's im2col and col2im: every channel is
-treated as a one-channel image, each window becomes a row of KH*KW values,
-and the max and argmax are taken along the row.
+Both directions reuse the convolution's im2col and col2im (channels last):
+each window becomes a row of KH*KW*C values, seen as KH*KW entries of C
+channels, and the max and the argmax are taken over the KH*KW entries.
 """
 
 import numpy as np
@@ -76,14 +76,14 @@ class MaxPool2D(Layer):
         if oh < 1 or ow < 1:
             raise ValueError(f"{self!r}: input of spatial size {tuple(x.shape[2:])} "
                              f"is smaller than the window")
-        xp = backend.get_array_module(x)
-        x_pad = pad2d(x, self.pads(*x.shape[2:]), value=-np.inf)   # -inf never wins
-        rows = x_pad.reshape(n * c, 1, *x_pad.shape[2:])           # each channel an image
-        cols = im2col(rows, self.kernel_size, self.stride)        # (N*C*OH*OW, KH*KW)
-        arg = cols.argmax(axis=1)      # the winner of every window (the first one on a tie)
-        y = cols[xp.arange(len(arg)), arg]                          # (N*C*OH*OW,)
-        self._cache = (arg, rows.shape, x.shape)
-        return y.reshape(n, c, oh, ow)
+        kh, kw = self.kernel_size
+        x_pad = pad2d(x.transpose(0, 2, 3, 1), self.pads(*x.shape[2:]), value=-np.inf)
+        cols = im2col(x_pad, self.kernel_size, self.stride).reshape(-1, kh * kw, c)
+        # (N*OH*OW, KH*KW, C): the KH*KW entries of every window, channel by channel;
+        # -inf padding never wins
+        y = cols.max(axis=1)  # (N*OH*OW, C)
+        self._cache = (cols.argmax(axis=1), x_pad.shape, x.shape)  # the winners, first on a tie
+        return y.reshape(n, oh, ow, c).transpose(0, 3, 1, 2)  # (N, C, OH, OW), a view
 
     def backward(self, dout):
         """Route each ``dout`` entry to its window's argmax.
@@ -96,14 +96,16 @@ class MaxPool2D(Layer):
         -------
         dx : ndarray, shape (N, C, H, W)
         """
-        arg, rows_shape, x_shape = self._cached()
+        arg, padded_shape, x_shape = self._cached()
         self._check_dout(dout, self.output_shape(x_shape))
         xp = backend.get_array_module(dout)
-        # dL/dx = dout at the argmax of each window, 0 at the other KH*KW - 1 inputs
-        dcols = xp.zeros((len(arg), self.kernel_size[0] * self.kernel_size[1]), dtype=dout.dtype)
-        dcols[xp.arange(len(arg)), arg] = dout.reshape(-1)
+        kh, kw = self.kernel_size
+        d = dout.transpose(0, 2, 3, 1).reshape(len(arg), 1, -1)  # (N*OH*OW, 1, C)
+        # dL/dx = dout at the argmax of each window, 0 at the other KH*KW - 1 entries
+        winner = xp.arange(kh * kw).reshape(1, -1, 1) == arg[:, None, :]  # (N*OH*OW, KH*KW, C)
+        dcols = (winner * d).reshape(len(arg), -1)
         # overlapping windows (stride < kernel) add up their shares, as in a convolution
-        dx_pad = col2im(dcols, rows_shape, self.kernel_size, self.stride)
-        n, c, h, w = x_shape
+        dx_pad = col2im(dcols, padded_shape, self.kernel_size, self.stride)  # (N, H', W', C)
+        _, _, h, w = x_shape
         (top, _), (left, _) = self.pads(h, w)
-        return dx_pad.reshape(n, c, *rows_shape[2:])[:, :, top:top + h, left:left + w]
+        return dx_pad[:, top:top + h, left:left + w].transpose(0, 3, 1, 2)  # (N, C, H, W)
