@@ -36,7 +36,15 @@ Options
                              path (scratchae.fast.parallel); default: one per
                              BLAS thread on NumPy, 1 on CuPy
 --textbook                   time the textbook layers (scratchae.layers), as
-                             written, instead of the fast path (scratchae.fast)
+                             written, instead of the fast path (scratchae.fast),
+                             as Trainer(fast=False) trains them: each batch split
+                             over --workers threads (--workers 1: one plain loop)
+--without RULE[,RULE...]     the fast path without some of its tricks, to measure
+                             what each gains: a rewrite rule of scratchae.fast
+                             (subpixel, conv, maxpool, relu_pool, fused_relu, dense,
+                             upsample, reshape), first_dx (compute the first layer's
+                             dx), fast_loss (the textbook loss), fast_adam (the
+                             textbook Adam); --workers 1 leaves out the threads
 --dtype {float32,float64}    default float32 (PyTorch uses the same dtype)
 --vs-torch                   also time PyTorch (skipped with a note if absent)
 --profile                    per-layer forward/backward breakdown
@@ -155,6 +163,8 @@ def parse_args(argv=None):
                              "BLAS thread on NumPy, 1 on CuPy)")
     parser.add_argument("--textbook", action="store_true",
                         help="time the textbook layers as written, not the fast path")
+    parser.add_argument("--without", default="", metavar="RULE[,RULE...]",
+                        help="the fast path without these tricks (see the docstring)")
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     parser.add_argument("--vs-torch", action="store_true",
                         help="also time the same architecture in PyTorch")
@@ -272,10 +282,17 @@ def build_scratchae(model_name, args):
     # per-step NaN/inf and [0, 1] checks are off (on CuPy each would sync).
     model.check_finite = False
     loss = losses.SigmoidCrossEntropy(check_targets=False)
-    if args.textbook:
-        return model, loss, optim.Adam(model.parameters(), lr=1e-3)
-    return (fast.compile(model, workers=args.workers), fast.losses.faster(loss),
-            fast.Adam(model.parameters(), lr=1e-3))
+    if args.textbook:  # as scratchae.train.Trainer(fast=False) trains it
+        net = (fast.compile(model, workers=args.workers, rules=()) if args.workers > 1
+               else model)
+        return net, loss, optim.Adam(model.parameters(), lr=1e-3)
+    without = set(filter(None, args.without.split(",")))
+    rules = [rule for rule in fast.model.RULES if rule not in without]
+    net = fast.compile(model, workers=args.workers, rules=rules,
+                       input_grad="first_dx" in without)
+    loss = loss if "fast_loss" in without else fast.losses.faster(loss)
+    adam = optim.Adam if "fast_adam" in without else fast.Adam
+    return net, loss, adam(model.parameters(), lr=1e-3)
 
 
 def scratchae_step_fn(model_name, args, batch):
@@ -579,6 +596,7 @@ def measure_memory(model_name, framework, args):
         "--batch-size", str(args.batch_size), "--backend", args.backend,
         "--dtype", args.dtype, "--threads", str(args.threads), "--seed", str(args.seed),
         "--workers", str(args.workers), *(["--textbook"] if args.textbook else []),
+        "--without", args.without,
         "--warmup", str(args.warmup), "--repeats", str(args.repeats),
     ]
     proc = subprocess.run(command, capture_output=True, text=True)
@@ -636,7 +654,8 @@ def print_header(args, threads_source, torch):
     if args.vs_torch:
         torch_text = (f", torch {torch.__version__} ({plural(torch.get_num_threads(), 'thread')})"
                       if torch is not None else ", torch not available")
-    path = "textbook layers" if args.textbook else "fast path"
+    path = ("textbook layers" if args.textbook else
+            f"fast path without {args.without}" if args.without else "fast path")
     print(f"backend {backend_text}, scratchae {path}, up to {plural(args.workers, 'worker')}, "
           f"batch {args.batch_size}, "
           f"dtype {args.dtype}, warmup {args.warmup}, repeats {args.repeats}{torch_text}")
@@ -751,7 +770,13 @@ def main(argv=None):
         except RuntimeError as error:
             raise SystemExit(str(error))
 
+    from scratchae.fast.model import RULES
     from scratchae.fast.parallel import check_workers
+    known = set(RULES) | {"first_dx", "fast_loss", "fast_adam"}
+    unknown = set(filter(None, args.without.split(","))) - known
+    if unknown:
+        raise SystemExit(f"--without: unknown {', '.join(sorted(unknown))}; "
+                         f"choose from {', '.join(sorted(known))}")
     try:
         args.workers = check_workers(args.workers, "--workers")
     except ValueError as error:

@@ -196,7 +196,8 @@ def train_demo(spec, args, log=None):
     log(f"{spec.name}: {len(train)} training / {len(data.test_images)} test images "
         f"from {data.source}; backend {args.backend}")
     if trainer.epoch < args.epochs:
-        path = ("textbook layers" if args.textbook else "fast path" if trainer.net is not model
+        path = ("textbook layers" if args.textbook else "fast path"
+                if trainer.net is not model or not hasattr(model, "layers")
                 else "textbook layers (a model with its own penalty is not compiled)")
         workers = (trainer.net.workers_for((args.batch_size, *train.shape[1:]))
                    if hasattr(trainer.net, "workers_for") else 1)

@@ -17,6 +17,7 @@ Digit images are drawn at about one inch per digit at 100 dpi.
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -387,7 +388,7 @@ def digit_grid(images, path, *, shape=None, title=None, xlabel=None, ylabel=None
     picture = mosaic(tiles, (rows, cols), gap=0)
     h, w = tiles.shape[1:]
     labelled = bool(xlabel or ylabel or xticks or yticks)
-    side = max(3.0, min(0.45 * max(rows, cols), 10.0))
+    side = max(5.0, min(0.45 * max(rows, cols), 10.0))
     fig = _new_figure(side + 0.9 * labelled, side * rows / cols + 0.4 + 0.5 * bool(title)
                       + 0.6 * labelled)
     ax = fig.subplots()
@@ -404,7 +405,7 @@ def digit_grid(images, path, *, shape=None, title=None, xlabel=None, ylabel=None
     if ylabel:
         ax.set_ylabel(ylabel)
     if title:
-        fig.suptitle(title, fontsize=12)
+        fig.suptitle(textwrap.fill(title, 60), fontsize=11)
     return _save(fig, path)
 
 

@@ -7,10 +7,10 @@ One step is the whole of backprop in four lines (:meth:`Trainer.train_step`)::
     net.backward(loss_fn.backward())                             # dL/dparam for every layer
     optimizer.step(net.gradients())                              # Adam moves every parameter
 
-``net`` is the textbook model itself (``fast=False``), or by default the
-same model compiled by :func:`scratchae.fast.compile`: the same parameter
-arrays, computed faster (and, on a multi-core CPU, each batch split over
-the cores). ``net.penalty()`` is 0 for the autoencoders, and a model's own
+``net`` is by default the model compiled by :func:`scratchae.fast.compile`:
+the same parameter arrays, computed faster; with ``fast=False`` (the demos'
+``--textbook``) it is the textbook layers as written. On a multi-core CPU
+either splits each batch over the cores. ``net.penalty()`` is 0 for the autoencoders, and a model's own
 loss terms otherwise (a VAE's KL divergence, a sparsity penalty).
 
 Everything else here is bookkeeping: shuffling, progress, evaluation,
@@ -159,7 +159,9 @@ class Trainer:
         the GPU. Results with different ``workers`` differ in rounding only.
     fast : bool, default True
         Train the compiled model (:func:`scratchae.fast.compile`); False
-        trains the textbook layers as written.
+        trains the textbook layers as written, with the textbook loss and
+        Adam (each batch still split over ``workers`` threads, which change
+        no layer's arithmetic).
     loss_fn : optional
         Default :class:`~scratchae.losses.SigmoidCrossEntropy`.
 
@@ -184,7 +186,11 @@ class Trainer:
         if fast:  # the same loss in fewer passes (scratchae.fast.losses)
             self.loss_fn = fast_path.losses.faster(self.loss_fn)
         workers = fast_path.parallel.check_workers(workers, "Trainer")
-        self.net = fast_path.compile(model, workers=workers) if fast else model
+        # fast=False: every layer as written, no rewrite rule; threads still split
+        # each batch over the cores (they change no layer's arithmetic)
+        self.net = (fast_path.compile(model, workers=workers) if fast
+                    else fast_path.compile(model, workers=workers, rules=()) if workers > 1
+                    else model)
         self.optimizer = (fast_path.Adam if fast else Adam)(model.parameters(), lr=lr)
         self.noise, self.checkpoint, self.progress, self.log = noise, checkpoint, progress, log
         self.shuffle_rng = np.random.default_rng([seed, 1])

@@ -38,20 +38,25 @@ class _FewerPasses:
         xp = backend.get_array_module(logits)
         x, half = logits, logits.dtype.type(0.5)
         w = self.weight(x)
-        a = xp.abs(x)
-        half_minus_t = (half - targets) * w  # w (1/2 - t), kept for backward
+        half_minus_t = xp.subtract(half, targets)
+        half_minus_t *= w  # w (1/2 - t), kept for backward
         self._cache = (x, half_minus_t)
+        # one temporary, reused: |x| summed, then log1p(exp(-|x|)) summed
+        a = xp.abs(x)
+        total = a.sum() * half + xp.dot(x.reshape(-1), half_minus_t.reshape(-1)) / w
+        xp.negative(a, out=a)
+        xp.log1p(xp.exp(a, out=a), out=a)
         # sum of max(x, 0) - x t + log1p(exp(-|x|)), times w
-        return (xp.log1p(xp.exp(-a)).sum() + a.sum() * half) * w \
-            + xp.dot(x.reshape(-1), half_minus_t.reshape(-1))
+        return (total + a.sum()) * w
 
     def backward(self):
         """``dL/dlogits = (w/2) tanh(x/2) + w (1/2 - t)``, shape of the logits."""
         if self._cache is None:
             raise RuntimeError(f"{type(self).__name__}: backward() called before forward()")
         x, half_minus_t = self._cache
-        half = x.dtype.type(0.5)
-        g = backend.get_array_module(x).tanh(x * half)
+        xp, half = backend.get_array_module(x), x.dtype.type(0.5)
+        g = xp.multiply(x, half)
+        xp.tanh(g, out=g)
         g *= self.weight(x) * half
         g += half_minus_t
         return g

@@ -4,23 +4,23 @@ The rewrite walks the layer list once, left to right, and at each position
 applies the first rule that matches (each rule is one identity; see
 ``docs/fast.md`` for the derivations and the measured gains):
 
-=====================================  ====================================
-textbook layers                        fast op
-=====================================  ====================================
-Upsample2D (x2) + Conv2D 3x3 'same'    ``SubPixelConv``: four 2x2 phase
-[+ ReLU]                               convolutions of the small input
-Conv2D (stride 1) [+ ReLU]             ``Conv``: multiply-first when O < C,
-                                       flipped-kernel dx, im2col slices,
-                                       bias and ReLU in place
-ReLU + MaxPool2D (2x2, stride 2)       ``MaxPool(relu=True)``: pool first,
-                                       ReLU on 4x fewer values
-MaxPool2D (2x2, stride 2)              ``MaxPool``
-Dense [+ ReLU]                         ``Dense``, bias and ReLU in place
-Upsample2D (other sizes)               ``Upsample``, index arrays kept on
-                                       the device
-Flatten, Reshape((C, H, W))            ``Flatten``, ``Reshape``
-anything else                          ``Textbook``: the layer as written
-=====================================  ====================================
+==========  ==================================  ====================================
+rule        textbook layers                     fast op
+==========  ==================================  ====================================
+subpixel    Upsample2D (x2) + Conv2D 3x3        ``SubPixelConv``: four 2x2 phase
+            'same' [+ ReLU]                     convolutions of the small input
+conv        Conv2D (stride 1) [+ ReLU]          ``Conv``: multiply-first when O < C,
+                                                flipped-kernel dx, im2col slices
+relu_pool   ReLU + MaxPool2D (2x2, stride 2)    ``MaxPool(relu=True)``: pool first,
+                                                ReLU on 4x fewer values
+maxpool     MaxPool2D (2x2, stride 2)           ``MaxPool``: four corners, channels-last
+fused_relu  ... + ReLU                          bias and ReLU in place on the op's output
+dense       Dense [+ ReLU]                      ``Dense``
+upsample    Upsample2D (other sizes)            ``Upsample``, index arrays kept on
+                                                the device
+reshape     Flatten, Reshape((C, H, W))         ``Flatten``, ``Reshape``
+            anything else                       ``Textbook``: the layer as written
+==========  ==================================  ====================================
 
 and two rules about the whole model: the first op with parameters skips
 dL/dx (training needs no gradient for the input images), and on the CPU
@@ -67,36 +67,44 @@ def _doubles(upsample, shape):
     return shape is not None and upsample.size == (2 * shape[2], 2 * shape[3])
 
 
-def _rewrite(layers, i, shape):
+#: The rewrite rules, by name: ``compile(model, rules=...)`` can leave some out
+#: (to measure what each one gains, ``benchmarks/throughput.py --without``).
+RULES = ("subpixel", "conv", "maxpool", "relu_pool", "fused_relu", "dense", "upsample",
+         "reshape")
+
+
+def _rewrite(layers, i, shape, rules):
     """The op for the layers starting at ``layers[i]``, and how many layers it replaces."""
     layer = layers[i]
     after = layers[i + 1:i + 3] + [None, None]
-    relu_next = isinstance(after[0], ReLU)
-    if (isinstance(layer, Upsample2D) and isinstance(after[0], Conv2D) and _doubles(layer, shape)
-            and after[0].kernel_size == (3, 3) and after[0].stride == (1, 1)
-            and after[0].pads(3, 3) == ((1, 1), (1, 1))):
-        relu = isinstance(after[1], ReLU)
+    fuse = "fused_relu" in rules
+    relu_next = fuse and isinstance(after[0], ReLU)
+    pool_next = {"maxpool", "relu_pool"} <= rules and _is_fast_pool(after[1])
+    if ("subpixel" in rules and isinstance(layer, Upsample2D) and isinstance(after[0], Conv2D)
+            and _doubles(layer, shape) and after[0].kernel_size == (3, 3)
+            and after[0].stride == (1, 1) and after[0].pads(3, 3) == ((1, 1), (1, 1))):
+        relu = fuse and isinstance(after[1], ReLU)
         return ops.SubPixelConv(layer, after[0], _keys(i + 1, after[0]), relu=relu), 2 + relu
-    if _is_fast_conv(layer, shape):
+    if "conv" in rules and _is_fast_conv(layer, shape):
         # a ReLU followed by a max-pool is left to the pool (it is cheaper there)
-        relu = relu_next and not _is_fast_pool(after[1])
+        relu = relu_next and not pool_next
         return ops.Conv(layer, _keys(i, layer), relu=relu), 1 + relu
-    if isinstance(layer, ReLU) and _is_fast_pool(after[0]):
-        return ops.MaxPool(after[0], relu=True), 2
-    if _is_fast_pool(layer):
+    if {"maxpool", "relu_pool"} <= rules and isinstance(layer, ReLU) and _is_fast_pool(after[0]):
+        return ops.MaxPool(after[0], relu=True), 2  # pool first, then ReLU on 4x fewer values
+    if "maxpool" in rules and _is_fast_pool(layer):
         return ops.MaxPool(layer), 1
-    if isinstance(layer, Dense):
+    if "dense" in rules and isinstance(layer, Dense):
         return ops.Dense(layer, _keys(i, layer), relu=relu_next), 1 + relu_next
-    if isinstance(layer, Upsample2D):
+    if "upsample" in rules and isinstance(layer, Upsample2D):
         return ops.Upsample(layer), 1
-    if isinstance(layer, Flatten) and shape is not None and len(shape) == 4:
+    if "reshape" in rules and isinstance(layer, Flatten) and shape is not None and len(shape) == 4:
         return ops.Flatten(layer), 1
-    if isinstance(layer, Reshape) and len(layer.shape) == 3:
+    if "reshape" in rules and isinstance(layer, Reshape) and len(layer.shape) == 3:
         return ops.Reshape(layer), 1
     return ops.Textbook(layer, _keys(i, layer)), 1
 
 
-def compile(model, *, input_grad=False, workers=None):  # noqa: A001 (like torch.compile)
+def compile(model, *, input_grad=False, workers=None, rules=RULES):  # noqa: A001 (torch.compile)
     """A fast model that computes the same function as ``model``, with the same parameters.
 
     Parameters
@@ -110,14 +118,20 @@ def compile(model, *, input_grad=False, workers=None):  # noqa: A001 (like torch
         and the first layer's dx is then skipped.
     workers : int, optional
         Threads that share each batch (NumPy only); None: one per core.
+    rules : sequence of str, optional
+        The rewrite rules to apply (default all of :data:`RULES`); layers no
+        rule takes run as written, inside a ``Textbook`` op.
 
     Returns
     -------
     FastSequential
     """
+    unknown = sorted(set(rules) - set(RULES))
+    if unknown:
+        raise ValueError(f"fast.compile: unknown rules {unknown}; expected some of {RULES}")
     if hasattr(model, "compiled"):
         return model.compiled(lambda part, input_grad: compile(part, input_grad=input_grad,
-                                                               workers=1))
+                                                               workers=1, rules=rules))
     if type(model) is not Sequential or any(hasattr(layer, "penalty") for layer in model.layers):
         # a model that adds its own terms to the loss (a sparsity penalty couples the
         # samples of a batch through its mean) runs as written, on one thread
@@ -129,7 +143,7 @@ def compile(model, *, input_grad=False, workers=None):  # noqa: A001 (like torch
         for k, layer in enumerate(layers):
             shapes[k + 1] = layer.output_shape(shapes[k])
     while i < len(layers):
-        op, used = _rewrite(layers, i, shapes[i])
+        op, used = _rewrite(layers, i, shapes[i], set(rules))
         built.append(op)
         i += used
     first = next((op for op in built if op.params), None)
@@ -165,6 +179,10 @@ class FastSequential:
         self._replicas = []
         self._slices = None
         self._output_shape = None
+        self._split = {}  # batch shape -> workers_for
+        # where each of the model's parameters gets its gradient: (op, name), in order
+        owner = {key: (op, name) for op in ops_list for name, key in op.keys.items()}
+        self._grad_order = [(key, *owner[key]) for key in source.params]
 
     def __repr__(self):
         inner = "".join(f"\n  {op!r}" for op in self.ops)
@@ -202,11 +220,10 @@ class FastSequential:
 
     @property
     def grads(self):
-        found = {op.keys[name]: grad for op in self.ops for name, grad in op.grads.items()}
-        return {key: found[key] for key in self.source.params}
+        return {key: op.grads[name] for key, op, name in self._grad_order}
 
     def gradients(self):
-        return list(self.grads.values())
+        return [op.grads[name] for _, op, name in self._grad_order]
 
     # -- the batch split ------------------------------------------------------
     def workers_for(self, batch_shape):
@@ -218,8 +235,11 @@ class FastSequential:
         """
         if self.workers == 1:
             return 1
-        work = batch_shape[0] * activations_per_sample(self.source, batch_shape[1:])
-        return max(1, min(self.workers, batch_shape[0], work // MIN_WORK_PER_WORKER))
+        if batch_shape not in self._split:
+            work = batch_shape[0] * activations_per_sample(self.source, batch_shape[1:])
+            self._split[batch_shape] = max(1, min(self.workers, batch_shape[0],
+                                                  work // MIN_WORK_PER_WORKER))
+        return self._split[batch_shape]
 
     def _replica_ops(self, count):
         while len(self._replicas) < count:
