@@ -99,8 +99,7 @@ class SubPixelConv(Op):
 
     def forward(self, x):
         """x : (N, H, W, C) -> y : (N, 2H, 2W, O)"""
-        y = subpixel_forward(x, self.params["W"])
-        y += self.params["b"]
+        y = subpixel_forward(x, self.params["W"], self.params["b"])
         if self.relu:
             relu_(y)
         self._cache = (x, y if self.relu else None)
@@ -135,36 +134,41 @@ class MaxPool(Op):
         xp = backend.get_array_module(x)
         pool = self.layers[0]
         n, h, w, c = x.shape
-        (top, bottom), (left, right) = pool.pads(h, w)
-        oh, ow = (h + top + bottom) // 2, (w + left + right) // 2
-        if top or bottom or left or right:  # 'same' with an odd size: pad with -inf
+        (top_pad, bottom), (left_pad, right) = pool.pads(h, w)
+        oh, ow = (h + top_pad + bottom) // 2, (w + left_pad + right) // 2
+        if top_pad or bottom or left_pad or right:  # 'same' with an odd size: pad with -inf
             x_pad = xp.full((n, 2 * oh, 2 * ow, c), -np.inf, dtype=x.dtype)
-            x_pad[:, top:top + h, left:left + w] = x
+            x_pad[:, top_pad:top_pad + h, left_pad:left_pad + w] = x
         else:  # 'valid': an odd last row/column belongs to no window
             x_pad = x[:, :2 * oh, :2 * ow]
-        corners = [x_pad[:, p::2, q::2] for p in range(2) for q in range(2)]
-        y = xp.maximum(corners[0], corners[1])
-        arg = (corners[1] > corners[0]).astype(np.uint8)  # which corner wins, first on a tie
-        for k in (2, 3):
-            wins = corners[k] > y
-            xp.maximum(y, corners[k], out=y)
-            # arg = k where this corner wins, else unchanged (arithmetic: a
-            # masked copy is ~10x slower in NumPy)
-            arg += wins * (k - arg).astype(np.uint8)
+        c0, c1, c2, c3 = (x_pad[:, p::2, q::2] for p in range(2) for q in range(2))
+        # the winner, in two rounds: the max of each row pair, then of the two;
+        # strict ">" keeps the first corner on a tie, as the textbook argmax does
+        right_top, right_bottom = c1 > c0, c3 > c2  # (N, OH, OW, C) each
+        top = xp.maximum(c0, c1)
+        bottom = xp.maximum(c2, c3)
+        lower = bottom > top
+        y = xp.maximum(top, bottom, out=top)
         if self.relu:
             relu_(y)
-        self._cache = (arg, y if self.relu else None, x.shape, (top, left))
+        self._cache = ((right_top, right_bottom, lower), y if self.relu else None, x.shape,
+                       (top_pad, left_pad))
         return y
 
     def backward(self, dout):
         """dout : (N, OH, OW, C) -> dx : (N, H, W, C)"""
-        arg, y, x_shape, (top, left) = self._cached()
+        (right_top, right_bottom, lower), y, x_shape, (top, left) = self._cached()
         d = relu_backward(dout, y) if self.relu else dout
         xp = backend.get_array_module(d)
         n, oh, ow, c = d.shape
         dx_pad = xp.empty((n, oh, 2, ow, 2, c), dtype=d.dtype)  # (N, 2*OH, 2*OW, C)
-        for k in range(4):  # dL/dx = dout at the winning corner, 0 at the three others
-            xp.multiply(d, arg == k, out=dx_pad[:, :, k // 2, :, k % 2])
+        # dL/dx = dout at the winning corner, 0 at the three others
+        d_top = d * ~lower
+        d_bottom = d - d_top  # d where the bottom pair won (d * lower, exactly)
+        xp.multiply(d_top, ~right_top, out=dx_pad[:, :, 0, :, 0])
+        xp.multiply(d_top, right_top, out=dx_pad[:, :, 0, :, 1])
+        xp.multiply(d_bottom, ~right_bottom, out=dx_pad[:, :, 1, :, 0])
+        xp.multiply(d_bottom, right_bottom, out=dx_pad[:, :, 1, :, 1])
         dx_pad = dx_pad.reshape(n, 2 * oh, 2 * ow, c)
         _, h, w, _ = x_shape
         if (h, w) == (2 * oh, 2 * ow):

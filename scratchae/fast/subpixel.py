@@ -96,13 +96,14 @@ def fold_phase_gradient(dK, O):
     return xp.einsum("apu,bqv,pqcabo->ocuv", A, A, dK.reshape(2, 2, c, 2, 2, O))
 
 
-def subpixel_forward(x, W):
-    """Nearest x2 upsample, then 3x3 'same' conv (no bias), as four 2x2 phase convolutions.
+def subpixel_forward(x, W, bias):
+    """Nearest x2 upsample, then 3x3 'same' conv plus bias, as four 2x2 phase convolutions.
 
     Parameters
     ----------
     x : ndarray, shape (N, H, W, C), C-contiguous
     W : ndarray, shape (O, C, 3, 3)
+    bias : ndarray, shape (O,)
 
     Returns
     -------
@@ -115,8 +116,8 @@ def subpixel_forward(x, W):
     Z = Z.reshape(n, h + 1, w + 1, 2, 2, o)
     y = xp.empty((n, h, 2, w, 2, o), dtype=x.dtype)    # (N, 2H, 2W, O), rows and columns split
     for a in range(2):
-        for b in range(2):
-            y[:, :, a, :, b] = Z[:, a:a + h, b:b + w, a, b]
+        for b in range(2):  # each phase to its pixels, the bias added on the way
+            xp.add(Z[:, a:a + h, b:b + w, a, b], bias, out=y[:, :, a, :, b])
     return y.reshape(n, 2 * h, 2 * w, o)
 
 
