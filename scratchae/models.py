@@ -3,11 +3,36 @@
 import numpy as np
 
 from . import checkpoint
-from .layers import (Conv2D, ConvTranspose2D, Dense, Flatten, MaxPool2D, ReLU,
-                     Reshape, Upsample2D)
+from .layers import Conv2D, ConvTranspose2D, Dense, Flatten, MaxPool2D, ReLU, Reshape, Upsample2D
 from .validate import float_dtype, nonfinite_summary
 
 MNIST_SHAPE = (1, 28, 28)  # one MNIST image, (C, H, W): what the model builders expect
+
+
+def check_dout(name, output_shape, dout):
+    """Raise unless a model's ``backward`` may run: ``forward`` came first and ``dout`` fits.
+
+    Parameters
+    ----------
+    name : str
+        The model's name, for the message.
+    output_shape : tuple of int or None
+        The last forward output's shape (None: no forward yet).
+    dout : ndarray
+
+    Raises
+    ------
+    RuntimeError
+        Before any ``forward``.
+    ValueError
+        If ``dout`` does not have the forward output's shape.
+    """
+    if output_shape is None:
+        raise RuntimeError(f"{name}: backward() called before forward()")
+    if not hasattr(dout, "shape") or tuple(dout.shape) != tuple(output_shape):
+        got = tuple(dout.shape) if hasattr(dout, "shape") else type(dout).__name__
+        raise ValueError(f"{name}: backward expected dout of shape "
+                         f"{tuple(output_shape)} (the forward output's), got {got}")
 
 
 class Sequential:
@@ -97,12 +122,7 @@ class Sequential:
         first). Raises ``RuntimeError`` before any ``forward`` and
         ``ValueError`` (changing nothing) if ``dout`` has the wrong shape.
         """
-        if self._output_shape is None:
-            raise RuntimeError(f"{self.name}: backward() called before forward()")
-        if not hasattr(dout, "shape") or tuple(dout.shape) != self._output_shape:
-            got = tuple(dout.shape) if hasattr(dout, "shape") else type(dout).__name__
-            raise ValueError(f"{self.name}: backward expected dout of shape "
-                             f"{self._output_shape} (the forward output's), got {got}")
+        check_dout(self.name, self._output_shape, dout)
         for layer in reversed(self.layers):
             dout = layer.backward(dout)
         return dout
@@ -121,7 +141,8 @@ class Sequential:
 
     @property
     def params(self):
-        return {f"{i}.{k}": v for i, layer in enumerate(self.layers) for k, v in layer.params.items()}
+        return {f"{i}.{k}": v
+                for i, layer in enumerate(self.layers) for k, v in layer.params.items()}
 
     @property
     def grads(self):

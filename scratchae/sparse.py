@@ -160,14 +160,7 @@ class SparseAutoencoder(Sequential):
             If ``dout`` does not have the last output's shape (no gradient
             is changed then).
         """
-        if self._output_shape is None:
-            raise RuntimeError(f"{self.name}: backward() called before forward()")
-        if not hasattr(dout, "shape") or tuple(dout.shape) != self._output_shape:
-            got = tuple(dout.shape) if hasattr(dout, "shape") else type(dout).__name__
-            raise ValueError(f"{self.name}: backward expected dout of shape "
-                             f"{self._output_shape} (the forward output's), got {got}")
-        for layer in reversed(self.layers):
-            dout = layer.backward(dout)  # chain rule, last layer first
+        dout = super().backward(dout)  # the chain rule, last layer first
         if self.decay.lam:
             for layer in self._decayed():
                 W = layer.params["W"]

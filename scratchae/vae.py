@@ -39,7 +39,7 @@ from .layers import Dense, Flatten, ReLU, Reshape
 from .layers.activations import sigmoid
 from .layers.gaussian import GaussianKL, GaussianSampler
 from .losses import BernoulliNLL
-from .models import MNIST_SHAPE, Sequential
+from .models import MNIST_SHAPE, Sequential, check_dout
 from .train import Trainer
 
 TEST_EPS_STREAM = 3  # default_rng([seed, 3]): one eps per test image, for the test metrics
@@ -183,10 +183,7 @@ class VAE:
         if self._logits_shape is None:
             raise RuntimeError(f"{self.name}: backward() called before forward() "
                                f"(encode() and decode() keep nothing for backward)")
-        if not hasattr(dout, "shape") or tuple(dout.shape) != self._logits_shape:
-            got = tuple(dout.shape) if hasattr(dout, "shape") else type(dout).__name__
-            raise ValueError(f"{self.name}: backward expected dout of shape "
-                             f"{self._logits_shape} (the forward output's), got {got}")
+        check_dout(self.name, self._logits_shape, dout)
         xp = backend.get_array_module(dout)
         dz = self.decoder.backward(dout)  # dL_rec/dz  (N, K)
         dmu_rec, dlogvar_rec = self.sampler.backward(dz)  # through z = mu + std*eps  (N, K) each

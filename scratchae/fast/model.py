@@ -35,10 +35,15 @@ and a checkpoint is the same whichever trained it.
 
 from .. import backend
 from ..layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU, Reshape, Upsample2D
-from ..models import Sequential
+from ..models import Sequential, check_dout
 from . import ops
-from .parallel import (MIN_WORK_PER_WORKER, Workers, activations_per_sample, batch_slices,
-                       check_workers)
+from .parallel import (
+    MIN_WORK_PER_WORKER,
+    Workers,
+    activations_per_sample,
+    batch_slices,
+    check_workers,
+)
 
 
 def _keys(index, layer):
@@ -248,7 +253,7 @@ class FastSequential:
 
     # -- forward and backward -------------------------------------------------
     def forward(self, x):
-        """x : ndarray, (N, C, H, W) or (N, D) -> the model's output, same layout as the textbook's."""
+        """x : ndarray, (N, C, H, W) or (N, D) -> the output, in the textbook model's layout."""
         self.check_input(x)
         xp = backend.get_array_module(x)
         h = xp.ascontiguousarray(x.transpose(0, 2, 3, 1)) if x.ndim == 4 else x
@@ -270,12 +275,7 @@ class FastSequential:
 
         Fills ``grads`` (and so ``gradients()``) for every parameter.
         """
-        if self._output_shape is None:
-            raise RuntimeError(f"{self.name}: backward() called before forward()")
-        if not hasattr(dout, "shape") or tuple(dout.shape) != self._output_shape:
-            got = tuple(dout.shape) if hasattr(dout, "shape") else type(dout).__name__
-            raise ValueError(f"{self.name}: backward expected dout of shape "
-                             f"{self._output_shape} (the forward output's), got {got}")
+        check_dout(self.name, self._output_shape, dout)
         xp = backend.get_array_module(dout)
         d = xp.ascontiguousarray(dout.transpose(0, 2, 3, 1)) if dout.ndim == 4 else dout
         if self._slices is None:
