@@ -12,15 +12,24 @@ import pytest
 
 import scratchae.fast.conv as fast_conv
 import scratchae.fast.model as fast_model
-from conftest import to_np, to_xp
 from scratchae import backend, checkpoint, fast, optim
 from scratchae.fast import ops
 from scratchae.fast.subpixel import fold_phase_gradient, phase_kernels
-from scratchae.layers import (Conv2D, ConvTranspose2D, Dense, Flatten, MaxPool2D, ReLU,
-                              Reshape, Sigmoid, Upsample2D)
+from scratchae.layers import (
+    Conv2D,
+    ConvTranspose2D,
+    Dense,
+    Flatten,
+    MaxPool2D,
+    ReLU,
+    Reshape,
+    Sigmoid,
+    Upsample2D,
+)
 from scratchae.losses import SigmoidCrossEntropy
-from scratchae.models import (Sequential, conv_denoiser, conv_denoiser_transposed,
-                              dense_autoencoder)
+from scratchae.models import Sequential, conv_denoiser, conv_denoiser_transposed, dense_autoencoder
+
+from conftest import to_np, to_xp
 
 TOL = 1e-9
 F64 = np.float64
@@ -333,7 +342,8 @@ def test_fast_losses_are_the_textbook_losses(backend, kind, dtype):
     assert float(fast_value) == pytest.approx(float(value), rel=rtol)
     g, fast_g = slow.backward(), quick.backward()
     assert fast_g.dtype == dtype and fast_g.shape == g.shape
-    np.testing.assert_allclose(to_np(fast_g), to_np(g), rtol=rtol, atol=rtol * np.abs(to_np(g)).max())
+    np.testing.assert_allclose(to_np(fast_g), to_np(g), rtol=rtol,
+                               atol=rtol * np.abs(to_np(g)).max())
     with pytest.raises(ValueError, match=f"{kind}: logits and targets must have the same shape"):
         quick.forward(x, t[:2])
     with pytest.raises(ValueError, match=f"{kind}: targets must be"):

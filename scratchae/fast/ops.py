@@ -33,6 +33,9 @@ class Op:
         inner = ", ".join(repr(layer) for layer in self.layers)
         return f"{type(self).__name__}({inner})"
 
+    def _relu(self):
+        return ", relu" if getattr(self, "relu", False) else ""
+
     def replica(self):
         """A copy sharing the parameter arrays, with its own cache and gradients."""
         twin = copy.copy(self)
@@ -67,6 +70,12 @@ class Conv(Op):
         super().__init__([conv], keys, input_grad)
         self.relu = relu
 
+    def __repr__(self):
+        conv = self.layers[0]
+        (kh, kw) = conv.kernel_size
+        return (f"Conv({conv.in_channels}->{conv.out_channels}, {kh}x{kw}, "
+                f"padding={conv.padding!r}{self._relu()})")
+
     def forward(self, x):
         """x : (N, H, W, C) -> y : (N, OH, OW, O)"""
         conv = self.layers[0]
@@ -96,6 +105,10 @@ class SubPixelConv(Op):
     def __init__(self, upsample, conv, keys, relu=False, input_grad=True):
         super().__init__([upsample, conv], keys, input_grad)
         self.relu = relu
+
+    def __repr__(self):
+        conv = self.layers[1]
+        return f"SubPixelConv(x2, {conv.in_channels}->{conv.out_channels}, 3x3{self._relu()})"
 
     def forward(self, x):
         """x : (N, H, W, C) -> y : (N, 2H, 2W, O)"""
@@ -128,6 +141,9 @@ class MaxPool(Op):
     def __init__(self, pool, relu=False):
         super().__init__([pool], {}, input_grad=True)
         self.relu = relu
+
+    def __repr__(self):
+        return f"MaxPool(2x2, padding={self.layers[0].padding!r}{self._relu()})"
 
     def forward(self, x):
         """x : (N, H, W, C) -> y : (N, OH, OW, C)"""
@@ -231,6 +247,10 @@ class Dense(Op):
     def __init__(self, dense, keys, relu=False, input_grad=True):
         super().__init__([dense], keys, input_grad)
         self.relu = relu
+
+    def __repr__(self):
+        dense = self.layers[0]
+        return f"Dense({dense.in_features}->{dense.out_features}{self._relu()})"
 
     def forward(self, x):
         """x : (N, D) -> y : (N, M)"""
