@@ -39,6 +39,10 @@ Options
                              written, instead of the fast path (scratchae.fast),
                              as Trainer(fast=False) trains them: each batch split
                              over --workers threads (--workers 1: one plain loop)
+--ablate                     what each trick of the fast path gains: the full fast
+                             path and, alternating with it, the fast path without
+                             each trick in turn (every name --without takes, and
+                             --workers 1), one table of step times per model
 --without RULE[,RULE...]     the fast path without some of its tricks, to measure
                              what each gains: a rewrite rule of scratchae.fast
                              (subpixel, conv, maxpool, relu_pool, fused_relu, dense,
@@ -163,6 +167,8 @@ def parse_args(argv=None):
                              "BLAS thread on NumPy, 1 on CuPy)")
     parser.add_argument("--textbook", action="store_true",
                         help="time the textbook layers as written, not the fast path")
+    parser.add_argument("--ablate", action="store_true",
+                        help="time the fast path without each of its tricks in turn")
     parser.add_argument("--without", default="", metavar="RULE[,RULE...]",
                         help="the fast path without these tricks (see the docstring)")
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
@@ -332,26 +338,16 @@ def torch_device(torch, args):
 
 
 def build_torch_model(model_name, torch):
-    nn = torch.nn
     if model_name == "dense":
+        nn = torch.nn
         return nn.Sequential(
             nn.Flatten(),
             nn.Linear(784, 64), nn.ReLU(),
             nn.Linear(64, 784),
             nn.Unflatten(1, (1, 28, 28)),
         )
-    return nn.Sequential(
-        # encoder
-        nn.Conv2d(1, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(64, 32, 3, padding=1), nn.ReLU(),
-        nn.MaxPool2d(2, ceil_mode=True),  # 7 -> 4, like TensorFlow's 'same'
-        # decoder
-        nn.Upsample(size=(7, 7), mode="nearest"), nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(),
-        nn.Upsample(size=(14, 14), mode="nearest"), nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(),
-        nn.Upsample(size=(28, 28), mode="nearest"), nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(),
-        nn.Conv2d(64, 1, 3, padding=1),  # logits
-    )
+    from torch_conv_denoise import conv_denoiser  # this folder: the same model, end to end
+    return conv_denoiser()
 
 
 def torch_step_fn(model_name, args, batch, torch, device):
@@ -513,6 +509,44 @@ def profile_scratchae(model_name, args, batch):
     return rows, med(total)
 
 
+ABLATIONS = {
+    "conv": ("subpixel", "conv", "maxpool", "relu_pool", "fused_relu", "upsample", "first_dx",
+             "fast_loss", "fast_adam", "threads"),
+    "dense": ("dense", "fused_relu", "reshape", "first_dx", "fast_loss", "fast_adam"),
+}
+
+
+def ablate(model_name, args, batch):
+    """Median step seconds of the full fast path and of it without each trick, alternating.
+
+    Returns {variant: list of seconds per step}, the full fast path under "all".
+    """
+    runners = {"all": scratchae_step_fn(model_name, args, batch)}
+    for trick in ABLATIONS[model_name]:
+        variant = argparse.Namespace(**vars(args))
+        if trick == "threads":
+            variant.workers = 1
+        else:
+            variant.without = trick
+        runners[trick] = scratchae_step_fn(model_name, variant, batch)
+    times, _ = time_alternating(runners, args.warmup, args.repeats, args.min_time)
+    return times
+
+
+def print_ablation(model_name, args, times):
+    full = statistics.median(times["all"])
+    rows = []
+    for name, ts in times.items():
+        med = statistics.median(ts)
+        label = "all tricks" if name == "all" else f"without {name}"
+        rows.append([label, f"{med * 1e3:.2f}", f"{args.batch_size / med:.1f}",
+                     "" if name == "all" else f"{med / full:.2f}"])
+    print(f"[{model_name}] the fast path without one trick at a time, alternating, "
+          f"{args.repeats} repeats (slowdown = step time / step time with all tricks)")
+    print(table(["variant", "median ms", "samples/s", "slowdown"], rows, "lrrr"))
+    print(flush=True)
+
+
 # --------------------------------------------------------------------------
 # memory (measured in a child process per framework and model)
 # --------------------------------------------------------------------------
@@ -670,7 +704,8 @@ def print_timing(model_name, args, times, inner, workers):
         med = statistics.median(ts)
         rows.append([name, f"{med * 1e3:.2f}", f"{min(ts) * 1e3:.2f}",
                      f"{max(ts) * 1e3:.2f}", str(inner[name]), f"{args.batch_size / med:.1f}"])
-    title = f"[{model_name}] step time, {args.repeats} repeats, scratchae on {plural(workers, 'worker')}"
+    title = (f"[{model_name}] step time, {args.repeats} repeats, "
+             f"scratchae on {plural(workers, 'worker')}")
     if len(times) > 1:
         title += ", frameworks alternating"
     print(title)
@@ -696,7 +731,8 @@ def print_profile(model_name, rows, step_median):
                  f"{(accounted - fwd_total) * 1e3:.3f}", "100.0"])
     print(f"[{model_name}] scratchae profile, medians over the steps: sum of rows "
           f"{accounted * 1e3:.2f} ms, median profiled step {step_median * 1e3:.2f} ms")
-    print("(one worker, so that every row is that op's own time; fast-path shapes are channels-last; "
+    print("(one worker, so that every row is that op's own time; "
+          "fast-path shapes are channels-last; "
           "Adam.step and 'other' are listed in the bwd column)")
     print(table(["#", "layer", "output shape", "fwd ms", "bwd ms", "% step"],
                 body, "rllrrr"))
@@ -816,6 +852,9 @@ def main(argv=None):
         if args.profile:
             rows, step_median = profile_scratchae(model_name, args, batch)
             print_profile(model_name, rows, step_median)
+
+        if args.ablate:
+            print_ablation(model_name, args, ablate(model_name, args, batch))
 
         memory = {}
         if not args.no_memory:
