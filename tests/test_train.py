@@ -97,6 +97,28 @@ def test_demo_runs_and_prints_summary(demo, flags, tmp_path):
     assert list(tmp_path.glob("*.npz")), "no checkpoint written"
 
 
+def test_train_loop_demo_runs(tmp_path, monkeypatch, capsys):
+    """demos/train_loop.py, the bare loop, on 96 + 600 sample digits (it loads the sample)."""
+    import dataclasses
+    import runpy
+
+    import scratchae.data
+
+    full = load_sample()
+    small = dataclasses.replace(full, train_images=full.train_images[:96],
+                                train_labels=full.train_labels[:96],
+                                test_images=full.test_images[:600],
+                                test_labels=full.test_labels[:600])
+    monkeypatch.setattr(scratchae.data, "load_sample", lambda: small)
+    monkeypatch.chdir(tmp_path)
+    runpy.run_path(str(ROOT / "demos" / "train_loop.py"), run_name="__main__")
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split(":")[0] for line in lines[:2]] == ["epoch 1", "epoch 2"]
+    assert re.fullmatch(r"test loss \d\.\d{4}", lines[-1]), lines
+    model = conv_denoiser(seed=1)
+    model.load(tmp_path / "out" / "train_loop.npz")
+
+
 def _sample_idx_dir(tmp_path, n_train=600, n_test=100):
     """Write part of the bundled sample as IDX files, so a demo reads a --data-dir."""
     import gzip
