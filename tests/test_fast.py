@@ -348,3 +348,12 @@ def test_fast_losses_are_the_textbook_losses(backend, kind, dtype):
         quick.forward(x, t[:2])
     with pytest.raises(ValueError, match=f"{kind}: targets must be"):
         quick.forward(x, t * 3)
+
+
+def test_compiled_model_prints_which_rules_fired():
+    text = repr(fast.compile(conv_denoiser(seed=0), workers=1))
+    for line in ("Conv(1->64, 3x3, padding='same')", "MaxPool(2x2, padding='same', relu)",
+                 "Conv(32->32, 3x3, padding='same', relu)", "SubPixelConv(x2, 32->64, 3x3, relu)",
+                 "Conv(64->1, 3x3, padding='same')"):
+        assert line in text, text
+    assert "Dense(784->64, relu)" in repr(fast.compile(dense_autoencoder(seed=0), workers=1))
