@@ -46,10 +46,15 @@ def compare(args):
     return results["conv"][2]  # the summary line printed last is the conv denoiser's
 
 
-if __name__ == "__main__":
+def main(argv=None):
     parser = build_parser(DemoSpec(
         name="compare_denoisers", build_model=None, make_figures=None, epochs=3, lr=1e-3,
         noise_factor=0.5,
         description="Train a dense (784-32-784) and the convolutional denoiser on the same "
                     "noisy digits and show their outputs side by side."))
-    sys.exit(run_guarded(lambda: compare(parser.parse_args())))
+    args = parser.parse_args(argv)
+    return run_guarded(lambda: compare(args), argv=argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
