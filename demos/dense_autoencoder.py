@@ -15,8 +15,8 @@ from pathlib import Path
 
 from scratchae import backend, plots
 from scratchae.cli import DemoSpec, run_demo
-from scratchae.validate import arg_positive_int
 from scratchae.models import Sequential, dense_autoencoder
+from scratchae.validate import arg_positive_int
 
 
 def make_figures(trainer, data, args):

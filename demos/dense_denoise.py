@@ -13,8 +13,8 @@ from pathlib import Path
 
 from scratchae import plots
 from scratchae.cli import DemoSpec, figure_digits, run_demo
-from scratchae.validate import arg_positive_int
 from scratchae.models import dense_autoencoder
+from scratchae.validate import arg_positive_int
 
 
 def make_figures(trainer, data, args):

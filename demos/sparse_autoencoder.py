@@ -24,8 +24,6 @@ mean hidden activation after every epoch, and ends with
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from scratchae import backend, plots
 from scratchae.cli import DemoSpec, run_demo
 from scratchae.sparse import SparseTrainer, sparse_autoencoder

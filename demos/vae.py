@@ -45,8 +45,9 @@ def _decode(net, z):
 
 def _encode_mu(net, images, batch_size):
     """The means mu (host, (N, latent)) of host images, batch by batch."""
-    return np.concatenate([backend.to_numpy(net.encode(backend.asarray(images[i:i + batch_size]))[0])
-                           for i in range(0, len(images), batch_size)])
+    return np.concatenate([
+        backend.to_numpy(net.encode(backend.asarray(images[i:i + batch_size]))[0])
+        for i in range(0, len(images), batch_size)])
 
 
 def make_figures(trainer, data, args):

@@ -167,7 +167,7 @@ def load_weights(model, path):
 # training state
 # --------------------------------------------------------------------------
 def save_training(trainer, path):
-    """Write weights and the state of ``trainer`` (a :class:`~scratchae.train.Trainer`) to ``path``."""
+    """Write the weights and the state of ``trainer`` (a ``Trainer``) to ``path``, atomically."""
     meta = {
         "epoch": trainer.epoch, "step": trainer.batch, "loss_sum": trainer.loss_sum,
         "seed": trainer.seed, "batch_size": trainer.batch_size, "history": trainer.history,

@@ -80,7 +80,8 @@ def build_parser(spec):
                         help="numpy (CPU) or cupy (NVIDIA GPU)")
     parser.add_argument("--epochs", type=arg_positive_int, default=spec.epochs)
     parser.add_argument("--batch-size", type=arg_positive_int, default=spec.batch_size)
-    parser.add_argument("--lr", type=arg_positive_float, default=spec.lr, help="Adam's learning rate")
+    parser.add_argument("--lr", type=arg_positive_float, default=spec.lr,
+                        help="Adam's learning rate")
     parser.add_argument("--train-size", type=arg_positive_int, default=None,
                         help="train on the first N training images only (default: all)")
     parser.add_argument("--data-dir", default=None,
@@ -177,13 +178,15 @@ def train_demo(spec, args, log=None):
     out = check_output_dir(args.out)
     checkpoint = out / f"{spec.name}.npz"
     if args.resume and not checkpoint.exists():
-        raise FileNotFoundError(f"--resume: no checkpoint at {checkpoint} (run without --resume first)")
+        raise FileNotFoundError(f"--resume: no checkpoint at {checkpoint} "
+                                f"(run without --resume first)")
     noise = None
     if spec.noise_factor is not None:
         try:
             noise = make_noise(args.noise, args.noise_factor)
         except ValueError as error:
-            raise ValueError(f"--noise {args.noise} --noise-factor {args.noise_factor}: {error}") from None
+            raise ValueError(f"--noise {args.noise} --noise-factor {args.noise_factor}: "
+                             f"{error}") from None
     model = spec.build_model(args)
     trainer = (spec.trainer or Trainer)(
         model, lr=args.lr, batch_size=args.batch_size, noise=noise, seed=args.seed,

@@ -97,7 +97,8 @@ def load_denoiser(path):
     summary = "; ".join(saved.splitlines()) or "none saved"
     if len(summary) > 200:
         summary = summary[:200] + "..."
-    raise ValueError(f"{path} is not a checkpoint of a scratchae denoiser (architecture: {summary})")
+    raise ValueError(f"{path} is not a checkpoint of a scratchae denoiser "
+                     f"(architecture: {summary})")
 
 
 # --------------------------------------------------------------------------
@@ -182,7 +183,8 @@ def to_mnist(image, invert="auto"):
         image = square
     if image.shape != (SIZE, SIZE):
         # BOX: every output pixel is the mean of the input area it covers
-        resized = Image.fromarray(image.astype(np.float32)).resize((SIZE, SIZE), Image.Resampling.BOX)
+        resized = Image.fromarray(image.astype(np.float32)).resize((SIZE, SIZE),
+                                                                   Image.Resampling.BOX)
         image = np.asarray(resized)
     return np.clip(image, 0.0, 1.0).astype(np.float32), inverted
 
@@ -275,7 +277,8 @@ def run(args):
     if args.noise_factor is None:
         rows = [("input", model_input), ("denoised", denoised)]
     else:
-        rows = [("clean", clean), (f"noise {args.noise_factor:g}", model_input), ("denoised", denoised)]
+        rows = [("clean", clean), (f"noise {args.noise_factor:g}", model_input),
+                ("denoised", denoised)]
     if len(clean) > MAX_FIGURE:
         print(f"note: before_after.png shows the first {MAX_FIGURE} of {len(clean)} images",
               file=sys.stderr)

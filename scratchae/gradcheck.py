@@ -90,7 +90,8 @@ def numerical_gradient(f, x, eps=1e-6, indices=None):
     """
     grad = np.zeros(x.shape, dtype=np.float64)
     if not x.flags.c_contiguous:
-        raise ValueError("numerical_gradient: x must be C-contiguous so it can be perturbed in place")
+        raise ValueError("numerical_gradient: x must be C-contiguous so it can be perturbed "
+                         "in place")
     flat = x.reshape(-1)  # a view of x: writes below land in x
     for i in range(x.size) if indices is None else indices:
         old = float(flat[i])
@@ -326,9 +327,12 @@ def _checks():
     checks = [
         Check("dense", lambda s: L.Dense(6, 4, dtype=F64, seed=s), (3, 6)),
         Check("conv2d_same", lambda s: L.Conv2D(3, 4, 3, dtype=F64, seed=s), (2, 3, 7, 5)),
-        Check("conv2d_stride2", lambda s: L.Conv2D(3, 4, 3, stride=2, dtype=F64, seed=s), (2, 3, 7, 5)),
-        Check("conv2d_pad1", lambda s: L.Conv2D(3, 2, 3, padding=1, dtype=F64, seed=s), (2, 3, 7, 5)),
-        Check("conv2d_kernel3x2", lambda s: L.Conv2D(3, 2, (3, 2), padding="valid", dtype=F64, seed=s),
+        Check("conv2d_stride2", lambda s: L.Conv2D(3, 4, 3, stride=2, dtype=F64, seed=s),
+              (2, 3, 7, 5)),
+        Check("conv2d_pad1", lambda s: L.Conv2D(3, 2, 3, padding=1, dtype=F64, seed=s),
+              (2, 3, 7, 5)),
+        Check("conv2d_kernel3x2",
+              lambda s: L.Conv2D(3, 2, (3, 2), padding="valid", dtype=F64, seed=s),
               (2, 3, 7, 5)),
         # Max-pool routes the gradient to the argmax; near-ties would let a
         # perturbation of eps change the winner, so the inputs are tie-free.
@@ -359,7 +363,8 @@ def _checks():
         # step is 1e-7, and 1e-8 where that still failed (float64 keeps the
         # rounding error of the difference, ~1e-16 * |L| / eps, below the
         # tolerance). Units sitting *exactly* at 0: see _biased.
-        Check("models_dense_autoencoder", lambda s: _biased(dense_autoencoder(hidden=8, seed=s, dtype=F64), s),
+        Check("models_dense_autoencoder",
+              lambda s: _biased(dense_autoencoder(hidden=8, seed=s, dtype=F64), s),
               (2, 1, 28, 28), "images", steps=(1e-7, 1e-8)),
         # ~120k parameters at two forward passes each is too slow: sample 8 entries per array.
         Check("models_conv_denoiser", lambda s: _biased(conv_denoiser(seed=s, dtype=F64), s),
@@ -531,7 +536,8 @@ def main(argv=None):
 
     previous = backend.get_backend()
     width = max(len("check"), *(len(c.name) for c in checks))
-    header = f"{'backend':8} {'check':{width}} {'input shape':12} {'array':12} {'max rel error':>13}  result"
+    header = (f"{'backend':8} {'check':{width}} {'input shape':12} {'array':12} "
+              f"{'max rel error':>13}  result")
     print(header)
     print("-" * len(header))
     failed, total, crashed = 0, 0, []

@@ -103,7 +103,8 @@ class Adam(Optimizer):
         try:
             b1, b2 = (float(b) for b in betas)
         except (TypeError, ValueError):
-            raise ValueError(f"Adam: betas must be a pair of numbers in [0, 1), got {betas!r}") from None
+            raise ValueError(f"Adam: betas must be a pair of numbers in [0, 1), "
+                             f"got {betas!r}") from None
         if not (0 <= b1 < 1 and 0 <= b2 < 1):  # False for NaN
             raise ValueError(f"Adam: betas must be in [0, 1), got {betas!r}")
         self.betas = (b1, b2)

@@ -10,8 +10,9 @@ One step is the whole of backprop in four lines (:meth:`Trainer.train_step`)::
 ``net`` is by default the model compiled by :func:`scratchae.fast.compile`:
 the same parameter arrays, computed faster; with ``fast=False`` (the demos'
 ``--textbook``) it is the textbook layers as written. On a multi-core CPU
-either splits each batch over the cores. ``net.penalty()`` is 0 for the autoencoders, and a model's own
-loss terms otherwise (a VAE's KL divergence, a sparsity penalty).
+either splits each batch over the cores. ``net.penalty()`` is 0 for the
+autoencoders, and a model's own loss terms otherwise (a VAE's KL divergence,
+a sparsity penalty).
 
 Everything else here is bookkeeping: shuffling, progress, evaluation,
 checkpoints that can be resumed bit for bit (:mod:`scratchae.checkpoint`),
@@ -33,7 +34,7 @@ from . import fast as fast_path
 from .layers.activations import sigmoid
 from .losses import SigmoidCrossEntropy
 from .optim import Adam
-from .validate import nonfinite_summary, non_negative_int, positive_int
+from .validate import non_negative_int, nonfinite_summary, positive_int
 
 
 class TrainingDiverged(RuntimeError):
@@ -177,7 +178,8 @@ class Trainer:
                  workers=None, fast=True, loss_fn=None):
         self.batch_size = positive_int(batch_size, "batch_size", "Trainer")
         self.eval_batch_size = positive_int(
-            batch_size if eval_batch_size is None else eval_batch_size, "eval_batch_size", "Trainer")
+            batch_size if eval_batch_size is None else eval_batch_size, "eval_batch_size",
+            "Trainer")
         self.seed = non_negative_int(seed, "seed", "Trainer")
         if noise is not None and not callable(noise):
             raise TypeError(f"Trainer: noise must be a function noise(clean, rng), got {noise!r}")

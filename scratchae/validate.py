@@ -47,7 +47,7 @@ def non_negative_int(value, name, owner=None):
 
 
 def positive_float(value, name, owner=None, at_most=None):
-    """Return ``float(value)``; raise ``ValueError`` unless it is finite, > 0 (and <= ``at_most``)."""
+    """Return ``float(value)``; raise ``ValueError`` unless it is finite, > 0, <= ``at_most``."""
     if (isinstance(value, bool) or not isinstance(value, numbers.Real)
             or not math.isfinite(value) or value <= 0):
         raise ValueError(f"{_owner(owner)}{name} must be a positive finite number, got {value!r}")
@@ -57,7 +57,7 @@ def positive_float(value, name, owner=None, at_most=None):
 
 
 def non_negative_float(value, name, owner=None):
-    """Return ``float(value)``; raise ``ValueError`` unless it is finite and >= 0 (a weight 0 switches off)."""
+    """Return ``float(value)``; raise ``ValueError`` unless it is finite and >= 0 (0 is "off")."""
     if (isinstance(value, bool) or not isinstance(value, numbers.Real)
             or not math.isfinite(value) or value < 0):
         raise ValueError(f"{_owner(owner)}{name} must be a finite number >= 0, got {value!r}")

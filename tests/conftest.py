@@ -119,12 +119,6 @@ def to_np(a):
     return np.array(B.to_numpy(a), copy=True)
 
 
-@pytest.fixture
-def xp_of():
-    """Fixture form of :func:`to_xp` for tests that prefer fixtures."""
-    return to_xp
-
-
 def sampled_gradient_errors(model, x, *, n_samples=4, seed=0, eps=1e-6, keys=None):
     """Gradient check on a random subset of entries of every array.
 

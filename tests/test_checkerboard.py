@@ -8,19 +8,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import to_xp
 from scratchae.checkerboard import checkerboard_score, checkerboard_scores
 from scratchae.layers import ConvTranspose2D
 from scratchae.models import conv_denoiser, conv_denoiser_transposed
+
+from conftest import to_xp
 from test_train import _sample_idx_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 FINAL = re.compile(r"^checkerboard hidden transposed=\d+\.\d{4} upsample=\d+\.\d{4}  "
                    r"output\(0\.5\) transposed=\d+\.\d{4} upsample=\d+\.\d{4}$")
 
-I, J = np.mgrid[:28, :28]
-CHECKER = (-1.0) ** (I + J)  # the pure period-2 pattern
-SMOOTH = np.exp(-((I - 13.5) ** 2 + (J - 13.5) ** 2) / 30.0)  # a soft blob, ~0 at the borders
+ROWS, COLS = np.mgrid[:28, :28]
+CHECKER = (-1.0) ** (ROWS + COLS)  # the pure period-2 pattern
+SMOOTH = np.exp(-((ROWS - 13.5) ** 2 + (COLS - 13.5) ** 2) / 30.0)  # a soft blob, ~0 at the borders
 
 
 def _batch(*images):
@@ -36,7 +37,7 @@ def test_smooth_image_scores_near_zero():
     assert checkerboard_score(_batch(SMOOTH)) < 1e-6
 
 
-@pytest.mark.parametrize("pattern", [CHECKER, (-1.0) ** I, (-1.0) ** J,
+@pytest.mark.parametrize("pattern", [CHECKER, (-1.0) ** ROWS, (-1.0) ** COLS,
                                      np.tile([[0.0, 1.0], [0.3, 0.6]], (14, 14))])
 def test_period_two_patterns_score_one(pattern):
     image = 0.5 + 0.25 * pattern  # in [0, 1]; brightness does not matter

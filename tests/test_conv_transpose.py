@@ -6,9 +6,10 @@ import math
 import numpy as np
 import pytest
 
-from conftest import to_np, to_xp
 from scratchae import gradcheck
 from scratchae.layers import Conv2D, ConvTranspose2D
+
+from conftest import to_np, to_xp
 
 GRAD_TOL = 1e-6
 
@@ -20,17 +21,17 @@ def _pair(v):
 def ref_conv_transpose(x, W, b, stride=1, padding=0, output_padding=0):
     """Naive loop: scatter each input pixel times the kernel onto the output.
 
-    x (N, C, H, W), W (C, O, KH, KW), b (O,) -> (N, O, OH, OW), float64.
+    x (N, C, H, W), W (C, OC, KH, KW), b (OC,) -> (N, OC, OH, OW), float64.
     """
     N, C, H, Wd = x.shape
-    C2, O, KH, KW = W.shape
+    C2, OC, KH, KW = W.shape
     assert C == C2
     SH, SW = _pair(stride)
     AH, AW = _pair(output_padding)
     P = padding
     OH = (H - 1) * SH - 2 * P + KH + AH
     OW = (Wd - 1) * SW - 2 * P + KW + AW
-    out = np.zeros((N, O, OH, OW))
+    out = np.zeros((N, OC, OH, OW))
     for n in range(N):
         for c in range(C):
             for i in range(H):

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 
 import scratchae.backend as B
-from conftest import REAL_CUPY, to_np
 from scratchae import checkpoint, fast, gradcheck
 from scratchae.data import load_sample
 from scratchae.losses import SigmoidCrossEntropy
@@ -22,6 +21,8 @@ from scratchae.models import conv_denoiser, dense_autoencoder
 from scratchae.noise import make_noise, salt_and_pepper
 from scratchae.optim import Adam
 from scratchae.train import Trainer, TrainingDiverged
+
+from conftest import REAL_CUPY, to_np
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -16,8 +16,16 @@ import numpy as np
 import pytest
 
 import scratchae.data as data
-from scratchae.data import (MNIST, DownloadError, build_sample, default_cache_dir,
-                            download_mnist, load_mnist, load_sample, read_idx)
+from scratchae.data import (
+    MNIST,
+    DownloadError,
+    build_sample,
+    default_cache_dir,
+    download_mnist,
+    load_mnist,
+    load_sample,
+    read_idx,
+)
 
 NAMES = data.FILES  # train images, train labels, test images, test labels
 

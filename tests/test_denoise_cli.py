@@ -53,7 +53,8 @@ def files(tmp_path_factory):
 
 
 def run(*args, cwd):
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
+    env = dict(os.environ, PYTHONPATH=path)
     return subprocess.run([sys.executable, "-m", "scratchae.denoise", *map(str, args)],
                           capture_output=True, text=True, cwd=cwd, env=env, timeout=120)
 
@@ -75,11 +76,13 @@ def test_denoises_and_writes_pngs(files, tmp_path):
     assert not list(out.glob(".*.part"))  # atomic writes leave no temporary files
 
     # resize notes: only for images that are not 28x28 already
-    assert "note: " + str(files / "ring.png") + " is 60x40; padded to square and resized to 28x28" in result.stderr
+    note = f"note: {files / 'ring.png'} is 60x40; padded to square and resized to 28x28"
+    assert note in result.stderr
     assert str(files / "dark_on_light.png") + " is 56x56; resized to 28x28" in result.stderr
     assert "light_on_dark.png is" not in result.stderr
     # polarity: dark-on-light (and the RGB drawing on paper) are inverted, MNIST-like is not
-    lines = dict(line.split(": ", 1) for line in result.stdout.splitlines() if line.startswith(str(files)))
+    lines = dict(line.split(": ", 1) for line in result.stdout.splitlines()
+                 if line.startswith(str(files)))
     assert lines[str(files / "dark_on_light.png")].startswith("inverted (light background")
     assert lines[str(files / "rgb.png")].startswith("inverted (light background")
     assert lines[str(files / "light_on_dark.png")].startswith("not inverted (dark background")

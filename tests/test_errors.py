@@ -20,18 +20,27 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import to_np, to_xp
 from scratchae import backend
-from scratchae.cli import DemoSpec, run_demo, run_guarded
-from scratchae.layers import (Conv2D, ConvTranspose2D, Dense, Flatten, MaxPool2D, ReLU,
-                              Reshape, Sigmoid, Upsample2D)
-from scratchae.losses import SigmoidCrossEntropy
 from scratchae.checkpoint import load_npz, weights
-from scratchae.models import (Sequential, conv_denoiser, conv_denoiser_transposed,
-                              dense_autoencoder)
+from scratchae.cli import DemoSpec, run_demo, run_guarded
+from scratchae.layers import (
+    Conv2D,
+    ConvTranspose2D,
+    Dense,
+    Flatten,
+    MaxPool2D,
+    ReLU,
+    Reshape,
+    Sigmoid,
+    Upsample2D,
+)
+from scratchae.losses import SigmoidCrossEntropy
+from scratchae.models import Sequential, conv_denoiser, conv_denoiser_transposed, dense_autoencoder
 from scratchae.noise import make_noise
 from scratchae.optim import SGD, Adam
 from scratchae.train import Trainer, TrainingDiverged
+
+from conftest import to_np, to_xp
 from test_train import _sample_idx_dir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,12 +68,15 @@ def _assert_same_weights(model, before):
 # Layers: forward
 # --------------------------------------------------------------------------
 @pytest.mark.parametrize("layer, shape, pattern", [
-    (Dense(12, 3, seed=0), (2, 3, 4), r"Dense\(12, 3\): expected a 2-D input .*got shape \(2, 3, 4\) \(3-D\)"),
+    (Dense(12, 3, seed=0), (2, 3, 4),
+     r"Dense\(12, 3\): expected a 2-D input .*got shape \(2, 3, 4\) \(3-D\)"),
     (Dense(12, 3, seed=0), (12,), r"Dense\(12, 3\): expected a 2-D input .*\(1-D\)"),
-    (Conv2D(3, 2, 3, seed=0), (3, 8, 8), r"Conv2D\(3, 2.*expected a 4-D input \(N, C, H, W\).*\(3-D\)"),
+    (Conv2D(3, 2, 3, seed=0), (3, 8, 8),
+     r"Conv2D\(3, 2.*expected a 4-D input \(N, C, H, W\).*\(3-D\)"),
     (MaxPool2D(2), (2, 8, 8), r"MaxPool2D.*expected a 4-D input.*\(3-D\)"),
     (Upsample2D(scale_factor=2), (1, 2, 3, 8, 8), r"Upsample2D.*expected a 4-D input.*\(5-D\)"),
-    (ConvTranspose2D(3, 2, 3, seed=0), (3, 8, 8), r"ConvTranspose2D.*expected a 4-D input.*\(3-D\)"),
+    (ConvTranspose2D(3, 2, 3, seed=0), (3, 8, 8),
+     r"ConvTranspose2D.*expected a 4-D input.*\(3-D\)"),
     (Flatten(), (5,), r"Flatten: expected an input of at least 2-D.*got shape \(5,\)"),
 ])
 def test_layer_wrong_ndim(layer, shape, pattern):
@@ -76,9 +88,12 @@ def test_layer_wrong_ndim(layer, shape, pattern):
 @pytest.mark.parametrize("layer, shape, pattern", [
     (Conv2D(3, 2, 3, seed=0), (2, 5, 8, 8), r"Conv2D\(3, 2.*expected 3 input channels, got input "
                                             r"of shape \(2, 5, 8, 8\) with 5 channels"),
-    (ConvTranspose2D(4, 2, 3, seed=0), (2, 1, 8, 8), r"ConvTranspose2D.*expected 4 input channels.*with 1"),
-    (Dense(784, 8, seed=0), (2, 783), r"Dense\(784, 8\): expected 784 input features, got input of shape \(2, 783\)"),
-    (Reshape((1, 28, 28)), (2, 780), r"Reshape\(\(1, 28, 28\)\): expected an input with 784 values per "
+    (ConvTranspose2D(4, 2, 3, seed=0), (2, 1, 8, 8),
+     r"ConvTranspose2D.*expected 4 input channels.*with 1"),
+    (Dense(784, 8, seed=0), (2, 783),
+     r"Dense\(784, 8\): expected 784 input features, got input of shape \(2, 783\)"),
+    (Reshape((1, 28, 28)), (2, 780),
+     r"Reshape\(\(1, 28, 28\)\): expected an input with 784 values per "
                                      r"sample, got shape \(2, 780\)"),
 ])
 def test_layer_wrong_channels_or_features(layer, shape, pattern):
@@ -87,8 +102,10 @@ def test_layer_wrong_channels_or_features(layer, shape, pattern):
 
 
 @pytest.mark.parametrize("layer, shape, pattern", [
-    (Conv2D(1, 2, 5, padding="valid", seed=0), (1, 1, 4, 9), r"Conv2D.*spatial size \(4, 9\) is smaller than the kernel \(5, 5\)"),
-    (Conv2D(1, 2, (3, 7), padding=1, seed=0), (1, 1, 8, 4), r"Conv2D.*spatial size \(8, 4\) is smaller than the kernel \(3, 7\)"),
+    (Conv2D(1, 2, 5, padding="valid", seed=0), (1, 1, 4, 9),
+     r"Conv2D.*spatial size \(4, 9\) is smaller than the kernel \(5, 5\)"),
+    (Conv2D(1, 2, (3, 7), padding=1, seed=0), (1, 1, 8, 4),
+     r"Conv2D.*spatial size \(8, 4\) is smaller than the kernel \(3, 7\)"),
     (MaxPool2D(3), (1, 2, 2, 9), r"MaxPool2D.*spatial size \(2, 9\) is smaller than the window"),
 ])
 def test_layer_spatial_size_too_small(layer, shape, pattern):
@@ -141,11 +158,13 @@ def test_backward_with_mismatched_dout(case):
 # --------------------------------------------------------------------------
 def test_model_checks_input_shape():
     model = Sequential(conv_denoiser(seed=0).layers, input_shape=(1, 28, 28), name="conv_denoiser")
-    with pytest.raises(ValueError, match=r"^conv_denoiser: expected input of shape \(N, 1, 28, 28\), "
+    with pytest.raises(ValueError,
+                       match=r"^conv_denoiser: expected input of shape \(N, 1, 28, 28\), "
                                          r"got \(8, 1, 32, 32\)$"):
         model.forward(np.zeros((8, 1, 32, 32), np.float32))
     assert all(layer._cache is None for layer in model.layers)  # no layer ran
-    with pytest.raises(ValueError, match=r"expected input of shape \(N, 1, 28, 28\), got \(1, 28, 28\)"):
+    with pytest.raises(ValueError,
+                       match=r"expected input of shape \(N, 1, 28, 28\), got \(1, 28, 28\)"):
         model.forward(np.zeros((1, 28, 28), np.float32))
 
 
@@ -265,11 +284,16 @@ def _assert_adam_unchanged(params, opt, snapshot):
 
 
 @pytest.mark.parametrize("grads, error, pattern", [
-    ([np.ones((3, 2))], ValueError, r"Adam\.step: expected 2 gradients \(one per parameter\), got 1"),
-    ([np.ones((3, 2)), np.ones(2), np.ones(2)], ValueError, r"Adam\.step: expected 2 gradients .*got 3"),
-    ([np.ones((3, 2)), np.ones(3)], ValueError, r"Adam\.step: gradient 1 has shape \(3,\), expected \(2,\)"),
-    ([np.ones((2, 3)), np.ones(2)], ValueError, r"Adam\.step: gradient 0 has shape \(2, 3\), expected \(3, 2\)"),
-    ([np.ones((3, 2)), None], TypeError, r"Adam\.step: gradient 1 is a NoneType, expected an array of shape \(2,\)"),
+    ([np.ones((3, 2))], ValueError,
+     r"Adam\.step: expected 2 gradients \(one per parameter\), got 1"),
+    ([np.ones((3, 2)), np.ones(2), np.ones(2)], ValueError,
+     r"Adam\.step: expected 2 gradients .*got 3"),
+    ([np.ones((3, 2)), np.ones(3)], ValueError,
+     r"Adam\.step: gradient 1 has shape \(3,\), expected \(2,\)"),
+    ([np.ones((2, 3)), np.ones(2)], ValueError,
+     r"Adam\.step: gradient 0 has shape \(2, 3\), expected \(3, 2\)"),
+    ([np.ones((3, 2)), None], TypeError,
+     r"Adam\.step: gradient 1 is a NoneType, expected an array of shape \(2,\)"),
     (None, TypeError, r"Adam\.step: expected a list of 2 gradient arrays, got NoneType"),
 ])
 def test_adam_step_with_bad_gradients_changes_nothing(grads, error, pattern):
@@ -283,7 +307,8 @@ def test_adam_step_with_bad_gradients_changes_nothing(grads, error, pattern):
 def test_sgd_step_with_bad_gradients_changes_nothing():
     params = [np.ones((2, 2)), np.ones(3)]
     opt = SGD(params, lr=0.1)
-    with pytest.raises(ValueError, match=r"SGD\.step: gradient 1 has shape \(2,\), expected \(3,\)"):
+    with pytest.raises(ValueError,
+                       match=r"SGD\.step: gradient 1 has shape \(2,\), expected \(3,\)"):
         opt.step([np.ones((2, 2)), np.ones(2)])
     np.testing.assert_array_equal(params[0], np.ones((2, 2)))  # the first one was not updated
 
@@ -314,7 +339,8 @@ def test_optimizer_rejects_empty_or_non_array_params():
 
 @pytest.mark.parametrize("mutate, pattern", [
     (lambda s: s["m"].pop(), r"state has 1/2 first/second moments, expected 2"),
-    (lambda s: s.update(v=[s["v"][0], np.ones(3)]), r"moment v\[1\] has shape \(3,\), expected \(2,\)"),
+    (lambda s: s.update(v=[s["v"][0], np.ones(3)]),
+     r"moment v\[1\] has shape \(3,\), expected \(2,\)"),
     (lambda s: s["m"][0].__setitem__((0, 0), np.nan), r"moment m\[0\] is not finite \(1 NaN"),
     (lambda s: s.update(t=-1), r"step count t must be an int >= 0, got -1"),
     (lambda s: s.pop("lr"), r"state lacks lr"),
@@ -356,7 +382,8 @@ def test_load_checkpoint_of_another_architecture_changes_nothing(tmp_path):
     dense_autoencoder(hidden=16, seed=1).save(tmp_path / "ae16.npz")
     model = dense_autoencoder(hidden=32, seed=0)
     before = _weights(model)
-    with pytest.raises(ValueError, match=r"ae16\.npz: checkpoint is of another architecture than this "
+    with pytest.raises(ValueError,
+                       match=r"ae16\.npz: checkpoint is of another architecture than this "
                                          r"model .*layer 1 is Dense\(784, 16\) there but "
                                          r"Dense\(784, 32\) here") as info:
         model.load(tmp_path / "ae16.npz")
@@ -528,7 +555,8 @@ def test_trainer_rejects_bad_settings(kwargs, pattern):
 def test_fit_rejects_bad_epochs(epochs):
     trainer = _trainer()
     state = _trainer_state(trainer)
-    with pytest.raises(ValueError, match=rf"Trainer\.fit: epochs must be a positive int, got {epochs!r}"):
+    with pytest.raises(ValueError,
+                       match=rf"Trainer\.fit: epochs must be a positive int, got {epochs!r}"):
         trainer.fit(_images(8), epochs=epochs)
     _assert_trainer_unchanged(trainer, state)
 
@@ -549,11 +577,14 @@ def _poisoned(kind):
 
 
 @pytest.mark.parametrize("kind, error, pattern", [
-    ("nan", ValueError, r"train_images must be finite, in \[0, 1\]; found 1 NaN among 31360 values"),
+    ("nan", ValueError,
+     r"train_images must be finite, in \[0, 1\]; found 1 NaN among 31360 values"),
     ("inf", ValueError, r"train_images must be finite, in \[0, 1\]; found 1 inf"),
     ("range", ValueError, r"train_images must be in \[0, 1\], got values from .* to 1.5"),
-    ("uint8", TypeError, r"train_images: expected floating-point images in \[0, 1\], got dtype uint8"),
-    ("shape", ValueError, r"train_images: expected images of shape \(N, 1, 28, 28\), got \(40, 1, 784\)"),
+    ("uint8", TypeError,
+     r"train_images: expected floating-point images in \[0, 1\], got dtype uint8"),
+    ("shape", ValueError,
+     r"train_images: expected images of shape \(N, 1, 28, 28\), got \(40, 1, 784\)"),
 ])
 def test_fit_checks_the_whole_training_set_first(tmp_path, kind, error, pattern):
     path = tmp_path / "ck.npz"
@@ -695,7 +726,8 @@ def idx_dir(tmp_path_factory):
     (["--batch-size", "-1"], r"argument --batch-size: expected a positive integer, got '-1'"),
     (["--lr", "inf"], r"argument --lr: expected a positive finite number, got 'inf'"),
     (["--lr", "0"], r"argument --lr: expected a positive finite number, got '0'"),
-    (["--noise-factor", "0"], r"argument --noise-factor: expected a positive finite number, got '0'"),
+    (["--noise-factor", "0"],
+     r"argument --noise-factor: expected a positive finite number, got '0'"),
     (["--noise-factor", "nan"], r"argument --noise-factor: expected a positive finite number"),
     (["--seed", "-1"], r"argument --seed: expected an integer >= 0, got '-1'"),
     (["--backend", "jax"], r"argument --backend: invalid choice: 'jax'"),
@@ -710,13 +742,15 @@ def test_cli_bad_flag_values(flags, pattern, tmp_path):
 def test_cli_noise_factor_too_large_for_mask(tmp_path, idx_dir):
     result = _run("dense_denoise.py", "--noise", "mask", "--noise-factor", "1.5",
                   data_dir=idx_dir, out=tmp_path)
-    _assert_one_error_line(result, r"--noise-factor 1.5: masking fraction must be at most 1", code=1)
+    _assert_one_error_line(result,
+     r"--noise-factor 1.5: masking fraction must be at most 1", code=1)
 
 
 def test_cli_out_under_a_regular_file(tmp_path, idx_dir):
     (tmp_path / "file").write_text("x")
     result = _run("dense_autoencoder.py", data_dir=idx_dir, out=tmp_path / "file" / "out")
-    _assert_one_error_line(result, r"--out '.*file/out' is not a writable directory \(Not a directory\)",
+    _assert_one_error_line(result,
+     r"--out '.*file/out' is not a writable directory \(Not a directory\)",
                            code=1)
 
 
@@ -744,7 +778,8 @@ def test_cli_bad_idx_file(tmp_path, idx_dir):
     raw = gzip.decompress((bad / "t10k-images-idx3-ubyte.gz").read_bytes())
     (bad / "t10k-images-idx3-ubyte.gz").write_bytes(gzip.compress(b"\x00\x00\x08\x04" + raw[4:]))
     result = _run("dense_autoencoder.py", data_dir=bad, out=tmp_path / "out")
-    _assert_one_error_line(result, r"t10k-images-idx3-ubyte\.gz: bad magic number 0x00000804", code=1)
+    _assert_one_error_line(result,
+     r"t10k-images-idx3-ubyte\.gz: bad magic number 0x00000804", code=1)
 
 
 def test_cli_resume_without_checkpoint(tmp_path, idx_dir):
@@ -755,10 +790,11 @@ def test_cli_resume_without_checkpoint(tmp_path, idx_dir):
 
 def test_cli_resume_from_another_architecture(tmp_path, idx_dir):
     dense_autoencoder(hidden=16, seed=0).save(tmp_path / "dense_autoencoder.npz")
-    result = _run("dense_autoencoder.py", "--resume", "--hidden", "32", data_dir=idx_dir, out=tmp_path)
-    _assert_one_error_line(result, r"dense_autoencoder\.npz: checkpoint is of another architecture "
-                                   r"than this model \(dense_autoencoder\).*Dense\(784, 16\) there but "
-                                   r"Dense\(784, 32\) here", code=1)
+    result = _run("dense_autoencoder.py", "--resume", "--hidden", "32", data_dir=idx_dir,
+                  out=tmp_path)
+    _assert_one_error_line(result, r"dense_autoencoder\.npz: checkpoint is of another "
+                                   r"architecture than this model \(dense_autoencoder\).*"
+                                   r"Dense\(784, 16\) there but Dense\(784, 32\) here", code=1)
 
 
 def test_cli_resume_from_truncated_checkpoint(tmp_path, idx_dir):
@@ -766,7 +802,8 @@ def test_cli_resume_from_truncated_checkpoint(tmp_path, idx_dir):
     dense_autoencoder(seed=0).save(path)
     path.write_bytes(path.read_bytes()[:1000])
     result = _run("dense_autoencoder.py", "--resume", data_dir=idx_dir, out=tmp_path)
-    _assert_one_error_line(result, r"dense_autoencoder\.npz: not a readable \.npz checkpoint", code=1)
+    _assert_one_error_line(result,
+     r"dense_autoencoder\.npz: not a readable \.npz checkpoint", code=1)
 
 
 @pytest.mark.skipif(backend.cupy_available(), reason="CuPy and a GPU are available here")
@@ -825,7 +862,8 @@ def test_ctrl_c_while_drawing_figures_exits_130_with_one_line(tmp_path, capsys, 
 
 @pytest.mark.parametrize("error, pattern", [
     (TypeError("bad type\nsecond line"), r"^error: bad type; second line$"),
-    (MemoryError("cannot allocate"), r"^error: out of memory \(cannot allocate\); try a smaller --batch-size$"),
+    (MemoryError("cannot allocate"),
+     r"^error: out of memory \(cannot allocate\); try a smaller --batch-size$"),
 ])
 def test_run_demo_prints_other_errors_as_one_line(tmp_path, capsys, idx_dir, error, pattern):
     code = run_demo(_spec(build_model=_raise(error)),
@@ -839,7 +877,8 @@ def test_run_demo_prints_other_errors_as_one_line(tmp_path, capsys, idx_dir, err
 def test_run_guarded_for_custom_demos(capsys):
     """What demos with their own main (e.g. compare_denoisers.py) wrap it in."""
     assert run_guarded(lambda: {"bce": 0.1, "psnr_in": 9.4, "psnr_out": 18.25}) == 0
-    assert capsys.readouterr().out.splitlines()[-1] == "test bce=0.1000 psnr_in=9.40dB psnr_out=18.25dB"
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert last == "test bce=0.1000 psnr_in=9.40dB psnr_out=18.25dB"
     assert run_guarded(_raise(FileNotFoundError("MNIST directory x does not exist"))) == 1
     assert capsys.readouterr().err == "error: MNIST directory x does not exist\n"
     assert run_guarded(_raise(KeyboardInterrupt())) == 130

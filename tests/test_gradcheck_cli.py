@@ -28,7 +28,8 @@ def test_every_layer_class_has_a_check():
     groups = {c.name.split("_")[0] for c in CHECKS}
     for name in scratchae.layers.__all__:
         obj = getattr(scratchae.layers, name)
-        if isinstance(obj, type) and issubclass(obj, scratchae.layers.Layer) and obj is not scratchae.layers.Layer:
+        layer_class = isinstance(obj, type) and issubclass(obj, scratchae.layers.Layer)
+        if layer_class and obj is not scratchae.layers.Layer:
             assert name.lower() in groups, f"no gradcheck entry for {name}"
 
 

@@ -9,7 +9,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scipy import signal
 
-from conftest import to_np, to_xp
 from scratchae import gradcheck
 from scratchae.layers import (
     Conv2D,
@@ -21,6 +20,8 @@ from scratchae.layers import (
     Sigmoid,
     Upsample2D,
 )
+
+from conftest import to_np, to_xp
 
 GRAD_TOL = 1e-6
 
@@ -41,7 +42,7 @@ def _same_pads(size, k, s):
 def ref_conv2d(x, W, b, stride=1, padding="same"):
     """Cross-correlation via scipy.signal.correlate, one (n, o, c) at a time."""
     N, C, H, Wd = x.shape
-    O, C2, KH, KW = W.shape
+    OC, C2, KH, KW = W.shape
     assert C == C2
     SH, SW = _pair(stride)
     if padding == "same":
@@ -55,7 +56,7 @@ def ref_conv2d(x, W, b, stride=1, padding="same"):
     outs = []
     for n in range(N):
         per_o = []
-        for o in range(O):
+        for o in range(OC):
             acc = None
             for c in range(C):
                 r = signal.correlate(xp[n, c], W[o, c], mode="valid")[::SH, ::SW]
@@ -380,7 +381,8 @@ def test_maxpool_forward_matches_loop(backend, kwargs, shape, dtype):
     x = np.random.default_rng(11).standard_normal(shape).astype(dtype)
     layer = MaxPool2D(**kwargs)
     y = layer.forward(to_xp(x))
-    ref = ref_maxpool(x, kwargs["kernel_size"], kwargs.get("stride"), kwargs.get("padding", "valid"))
+    ref = ref_maxpool(x, kwargs["kernel_size"], kwargs.get("stride"),
+                      kwargs.get("padding", "valid"))
     assert tuple(y.shape) == ref.shape
     assert y.dtype == dtype
     np.testing.assert_array_equal(to_np(y), ref)
@@ -496,8 +498,8 @@ def test_sigmoid_extreme_inputs_finite(backend):
     layer = Sigmoid()
     y = to_np(layer.forward(to_xp(x)))
     assert np.isfinite(y).all()
-    np.testing.assert_allclose(y, [[0.0, 1 / (1 + np.exp(50.0)), 0.5, 1 / (1 + np.exp(-50.0)), 1.0]],
-                               rtol=1e-12, atol=1e-300)
+    expected = [[0.0, 1 / (1 + np.exp(50.0)), 0.5, 1 / (1 + np.exp(-50.0)), 1.0]]
+    np.testing.assert_allclose(y, expected, rtol=1e-12, atol=1e-300)
     dx = to_np(layer.backward(to_xp(np.ones_like(x))))
     assert np.isfinite(dx).all()
 
@@ -551,7 +553,8 @@ def test_dtype_preserved(backend, case, dtype):
     x = to_xp(_input(shape, np.random.default_rng(0), kind), dtype=dtype)
     y = layer.forward(x)
     assert y.dtype == dtype
-    dx = layer.backward(to_xp(np.random.default_rng(1).standard_normal(tuple(y.shape)), dtype=dtype))
+    dout = np.random.default_rng(1).standard_normal(tuple(y.shape))
+    dx = layer.backward(to_xp(dout, dtype=dtype))
     assert dx.dtype == dtype
     for k, g in layer.grads.items():
         assert g.dtype == dtype, k

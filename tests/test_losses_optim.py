@@ -6,11 +6,11 @@ import copy
 import numpy as np
 import pytest
 
-from conftest import to_np, to_xp
-from scratchae import gradcheck
+from scratchae import fast, gradcheck
 from scratchae.losses import SigmoidCrossEntropy
-from scratchae import fast
 from scratchae.optim import SGD, Adam
+
+from conftest import to_np, to_xp
 
 
 def _sigmoid(x):
@@ -37,7 +37,8 @@ def test_bce_binary_targets_value(backend):
     x = np.array([[0.0, 2.0], [-3.0, 1.0]])
     t = np.array([[1.0, 0.0], [0.0, 1.0]])
     val = float(SigmoidCrossEntropy().forward(to_xp(x), to_xp(t)))
-    expected = np.mean([np.log(2), np.log1p(np.exp(2.0)), np.log1p(np.exp(-3.0)), np.log1p(np.exp(-1.0))])
+    expected = np.mean([np.log(2), np.log1p(np.exp(2.0)), np.log1p(np.exp(-3.0)),
+                        np.log1p(np.exp(-1.0))])
     assert val == pytest.approx(expected, rel=1e-12)
 
 

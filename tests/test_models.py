@@ -4,7 +4,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import sampled_gradient_errors, to_np, to_xp
 from scratchae import gradcheck
 from scratchae.layers import (
     Conv2D,
@@ -19,6 +18,8 @@ from scratchae.layers import (
 from scratchae.losses import SigmoidCrossEntropy
 from scratchae.models import Sequential, conv_denoiser, dense_autoencoder
 from scratchae.optim import SGD, Adam
+
+from conftest import sampled_gradient_errors, to_np, to_xp
 
 MODELS = {
     "dense": lambda **kw: dense_autoencoder(hidden=16, **kw),
@@ -43,7 +44,7 @@ def _expected_keys(model):
 # --------------------------------------------------------------------------
 def test_dense_autoencoder_architecture(backend):
     m = dense_autoencoder(hidden=20, seed=0)
-    types = [type(l) for l in m.layers]
+    types = [type(layer) for layer in m.layers]
     assert types == [Flatten, Dense, ReLU, Dense, Reshape]
     assert to_np(m.layers[1].params["W"]).shape == (784, 20)
     assert to_np(m.layers[3].params["W"]).shape == (20, 784)
@@ -53,7 +54,7 @@ def test_dense_autoencoder_architecture(backend):
 
 def test_conv_denoiser_architecture(backend):
     m = conv_denoiser(seed=0)
-    types = [type(l) for l in m.layers]
+    types = [type(layer) for layer in m.layers]
     assert types == [
         Conv2D, ReLU, MaxPool2D,
         Conv2D, ReLU, MaxPool2D,
@@ -63,7 +64,7 @@ def test_conv_denoiser_architecture(backend):
         Upsample2D, Conv2D, ReLU,
         Conv2D,
     ]
-    conv_w = [tuple(l.params["W"].shape) for l in m.layers if isinstance(l, Conv2D)]
+    conv_w = [tuple(layer.params["W"].shape) for layer in m.layers if isinstance(layer, Conv2D)]
     assert conv_w == [
         (64, 1, 3, 3), (64, 64, 3, 3), (32, 64, 3, 3),
         (32, 32, 3, 3), (64, 32, 3, 3), (64, 64, 3, 3), (1, 64, 3, 3),
@@ -122,7 +123,7 @@ def test_parameters_gradients_consistent(backend, name):
     grad_ids = {id(g) for g in gs}
     assert {id(g) for g in m.grads.values()} == grad_ids
     # and they are the layers' own arrays
-    layer_param_ids = {id(p) for l in m.layers for p in l.params.values()}
+    layer_param_ids = {id(p) for layer in m.layers for p in layer.params.values()}
     assert param_ids == layer_param_ids
     for key in m.params:
         i, pname = key.split(".", 1)

@@ -2,8 +2,9 @@
 import numpy as np
 import pytest
 
-from conftest import to_np, to_xp
 from scratchae.noise import NOISES, gaussian, make_noise, masking, salt_and_pepper
+
+from conftest import to_np, to_xp
 
 
 def _clean(dtype=np.float32):

@@ -5,10 +5,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import matplotlib.image as mpimg
 import numpy as np
 import pytest
-
-import matplotlib.image as mpimg
 from matplotlib.figure import Figure
 
 from scratchae import plots

@@ -19,8 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scratchae.layers import (Conv2D, ConvTranspose2D, Dense, Flatten, MaxPool2D, Reshape,
-                              Upsample2D)
+from scratchae.layers import Conv2D, ConvTranspose2D, Dense, Flatten, MaxPool2D, Reshape, Upsample2D
 
 SETTINGS = settings(max_examples=40, deadline=None)
 small = st.integers(1, 4)
@@ -98,7 +97,8 @@ def test_conv2d_shapes(case, dtype):
 def test_conv2d_wrong_channel_count(case, extra):
     c, o, kernel, stride, padding, (n, _, h, w) = case
     layer = Conv2D(c, o, kernel, stride=stride, padding=padding, seed=0)
-    _check_invalid(layer, (n, c + extra, h, w), f"expected {c} input channels", f"{c + extra} channels")
+    _check_invalid(layer, (n, c + extra, h, w), f"expected {c} input channels",
+                   f"{c + extra} channels")
 
 
 @SETTINGS

@@ -8,14 +8,14 @@ import math
 
 import numpy as np
 import pytest
-from conftest import to_np, to_xp
 
+from scratchae import fast
 from scratchae.gradcheck import numerical_gradient, relative_error
 from scratchae.layers.gaussian import GaussianKL, GaussianSampler
-from scratchae.losses import SigmoidCrossEntropy
-from scratchae import fast
-from scratchae.losses import BernoulliNLL
+from scratchae.losses import BernoulliNLL, SigmoidCrossEntropy
 from scratchae.vae import VAE, evaluate, format_summary, vae
+
+from conftest import to_np, to_xp
 
 TOL = 1e-6
 
@@ -143,15 +143,19 @@ def test_sampler_errors_name_the_piece_and_shapes(backend):
     sampler = GaussianSampler(seed=0)
     with pytest.raises(RuntimeError, match="GaussianSampler: backward"):
         sampler.backward(mu)
-    with pytest.raises(ValueError, match=r"GaussianSampler: mu and logvar .* mu \(4, 3\) and logvar \(4, 2\)"):
+    with pytest.raises(ValueError,
+                       match=r"GaussianSampler: mu and logvar .* mu \(4, 3\) and logvar \(4, 2\)"):
         sampler.forward(mu, logvar[:, :2])
     with pytest.raises(ValueError, match=r"GaussianSampler: mu must be 2-D .* got shape \(12,\)"):
         sampler.forward(mu.reshape(-1), logvar.reshape(-1))
     sampler.forward(mu, logvar)
-    with pytest.raises(ValueError, match=r"GaussianSampler: backward expected dz of shape \(4, 3\).*got \(4, 2\)"):
+    with pytest.raises(ValueError,
+                       match=r"GaussianSampler: backward expected "
+                             r"dz of shape \(4, 3\).*got \(4, 2\)"):
         sampler.backward(mu[:, :2])
     sampler.freeze()
-    with pytest.raises(ValueError, match=r"GaussianSampler: the frozen eps has shape \(4, 3\).*\(2, 3\)"):
+    with pytest.raises(ValueError,
+                       match=r"GaussianSampler: the frozen eps has shape \(4, 3\).*\(2, 3\)"):
         sampler.forward(mu[:2], logvar[:2])
 
 
@@ -205,7 +209,8 @@ def test_kl_keeps_dtype_and_checks_shapes(backend):
         kl.backward()
     assert kl.forward(mu, logvar).dtype == np.float32
     assert all(g.dtype == np.float32 for g in kl.backward())
-    with pytest.raises(ValueError, match=r"GaussianKL: mu and logvar .* mu \(4, 3\) and logvar \(3, 3\)"):
+    with pytest.raises(ValueError,
+                       match=r"GaussianKL: mu and logvar .* mu \(4, 3\) and logvar \(3, 3\)"):
         kl.forward(mu, logvar[:3])
 
 
@@ -249,7 +254,9 @@ def test_bernoulli_nll_is_stable_keeps_dtype_and_checks(backend):
     grad = nll.backward()
     assert grad.dtype == np.float32
     np.testing.assert_allclose(to_np(grad), [[0.0, 0.0, 0.0]], atol=1e-7)
-    with pytest.raises(ValueError, match=r"BernoulliNLL: logits and targets .* logits \(1, 3\) and targets \(1, 2\)"):
+    with pytest.raises(ValueError,
+                       match=r"BernoulliNLL: logits and targets .* "
+                             r"logits \(1, 3\) and targets \(1, 2\)"):
         nll.forward(logits, targets[:, :2])
     with pytest.raises(ValueError, match="BernoulliNLL: targets must be in"):
         nll.forward(logits, targets * 2)
@@ -361,10 +368,14 @@ def test_vae_errors_name_the_model_and_shapes(backend):
         model.backward(x)
     with pytest.raises(RuntimeError, match="vae: penalty"):
         model.penalty()
-    with pytest.raises(ValueError, match=r"vae.encoder: expected input of shape \(N, 1, 28, 28\), got \(2, 784\)"):
+    with pytest.raises(ValueError,
+                       match=r"vae.encoder: expected input of "
+                             r"shape \(N, 1, 28, 28\), got \(2, 784\)"):
         model.forward(x.reshape(2, 784))
     model.forward(x)
-    with pytest.raises(ValueError, match=r"vae: backward expected dout of shape \(2, 1, 28, 28\).*got \(2, 784\)"):
+    with pytest.raises(ValueError,
+                       match=r"vae: backward expected dout of "
+                             r"shape \(2, 1, 28, 28\).*got \(2, 784\)"):
         model.backward(x.reshape(2, 784))
     model.decode(to_xp(np.zeros((2, 3)), dtype=np.float32))
     with pytest.raises(RuntimeError, match=r"vae: backward\(\) called before forward\(\)"):

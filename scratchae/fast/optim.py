@@ -10,9 +10,7 @@ floats, on CuPy one fused kernel per parameter.
 
 import math
 
-from .. import backend
-from .. import optim
-
+from .. import backend, optim
 
 #: Clear Adam's subnormal first moments every this many steps (NumPy).
 FLUSH_EVERY = 16

@@ -75,16 +75,19 @@ def phase_kernels(W):
     return K.reshape(2, 2, c, 4 * o)
 
 
-def fold_phase_gradient(dK, O):
+def fold_phase_gradient(dK, out_channels):
     """The adjoint of :func:`phase_kernels`: dL/dW from dL/dK.
 
     Each 3x3 tap was added into several phase taps, so its gradient is the
-    sum of theirs: ``dW[o, c, u, v] = sum_{a, b, p, q} A[a, p, u] A[b, q, v] dK[p, q, c, (a, b), o]``.
+    sum of theirs::
+
+        dW[o, c, u, v] = sum_{a, b, p, q} A[a, p, u] A[b, q, v] dK[p, q, c, (a, b), o]
 
     Parameters
     ----------
     dK : ndarray, shape (2, 2, C, 4*O)
-    O : int
+    out_channels : int
+        O.
 
     Returns
     -------
@@ -93,7 +96,7 @@ def fold_phase_gradient(dK, O):
     xp = backend.get_array_module(dK)
     A = _taps(xp, dK.dtype)
     c = dK.shape[2]
-    return xp.einsum("apu,bqv,pqcabo->ocuv", A, A, dK.reshape(2, 2, c, 2, 2, O))
+    return xp.einsum("apu,bqv,pqcabo->ocuv", A, A, dK.reshape(2, 2, c, 2, 2, out_channels))
 
 
 def subpixel_forward(x, W, bias):

@@ -63,7 +63,7 @@ class Layer:
             )
 
     def _check_images(self, x, channels=None):
-        """Raise ``ValueError`` unless ``x`` is an (N, C, H, W) batch, with ``C == channels`` if given."""
+        """Raise ``ValueError`` unless ``x`` is an (N, C, H, W) batch (with C == ``channels``)."""
         self._check_ndim(x, 4, "(N, C, H, W)")
         if channels is not None and x.shape[1] != channels:
             raise ValueError(

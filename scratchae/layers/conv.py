@@ -42,7 +42,7 @@ from .base import Layer, conv_output_size, glorot_uniform, make_rng, resolve_pad
 
 
 def pad2d(x, pads, value=0.0):
-    """Pad the two spatial axes of a channels-last ``x`` (N, H, W, C) by ``((top, bottom), (left, right))``.
+    """Pad the two spatial axes of ``x`` (N, H, W, C) by ``((top, bottom), (left, right))``.
 
     Returns a new (N, H', W', C) array, or ``x`` itself when every pad is 0.
     """
@@ -224,7 +224,7 @@ class Conv2D(Layer):
         # y = cols @ W_mat + b is a Dense layer on the rows of cols, so:
         dW_mat = cols.T @ d  # dL/dW_mat = cols.T @ dout   (K, O)
         self.grads = {
-            "W": dW_mat.reshape(kh, kw, c, o).transpose(3, 2, 0, 1).copy(),  # back to (O, C, KH, KW)
+            "W": dW_mat.reshape(kh, kw, c, o).transpose(3, 2, 0, 1).copy(),  # as W: (O, C, KH, KW)
             "b": d.sum(axis=0),  # dL/db = dout summed over batch and pixels   (O,)
         }
         dcols = d @ W_mat.T  # dL/dcols = dout @ W_mat.T   (N*OH*OW, K)

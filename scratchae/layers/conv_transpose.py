@@ -34,7 +34,8 @@ layout (C, O, KH, KW).) So this file swaps the two halves of ``Conv2D``:
 Where the kernel size is not a multiple of the stride (3 with stride 2),
 some output pixels are covered by more kernel copies than their neighbours
 (with a 3x3 kernel and stride 2, 2 x 2, 2 x 1 or 1 x 1 copies, by the
-parity of the row and column): the uneven overlap paints a periodic "checkerboard" pattern, even on a blank input
+parity of the row and column): the uneven overlap paints a periodic "checkerboard"
+pattern, even on a blank input
 (Odena, Dumoulin & Olah, "Deconvolution and Checkerboard Artifacts",
 Distill 2016). :mod:`scratchae.checkerboard` measures it.
 

@@ -41,7 +41,8 @@ class MaxPool2D(Layer):
     def __init__(self, kernel_size=2, stride=None, padding="valid"):
         super().__init__()
         self.kernel_size = int_pair(kernel_size, "kernel_size", "MaxPool2D")
-        self.stride = self.kernel_size if stride is None else int_pair(stride, "stride", "MaxPool2D")
+        self.stride = (self.kernel_size if stride is None
+                       else int_pair(stride, "stride", "MaxPool2D"))
         if padding not in ("valid", "same"):
             raise ValueError(f"MaxPool2D: padding must be 'valid' or 'same', got {padding!r}")
         self.padding = padding

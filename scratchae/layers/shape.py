@@ -14,7 +14,8 @@ class Flatten(Layer):
     def forward(self, x):
         """x : ndarray, shape (N, ...) -> y : ndarray, shape (N, prod(...))."""
         if x.ndim < 2:
-            raise ValueError(f"Flatten: expected an input of at least 2-D (N, ...), got shape {tuple(x.shape)}")
+            raise ValueError(f"Flatten: expected an input of at least 2-D (N, ...), "
+                             f"got shape {tuple(x.shape)}")
         self._cache = x.shape
         return x.reshape(x.shape[0], -1)
 
