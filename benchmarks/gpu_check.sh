@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The GPU checks, in one command, for the day a CUDA GPU is at hand (about 5 minutes
-# on an H200):
+# The GPU checks, in one command, for the day a CUDA GPU is at hand (not yet run on
+# one: no GPU has been available; each step has its own timeout, 19 minutes in all):
 #
 #     bash benchmarks/gpu_check.sh [MNIST_DIR]
 #
