@@ -241,3 +241,16 @@ def test_gpu_smoke(tmp_path):
         result = subprocess.run([sys.executable, *command], capture_output=True, text=True,
                                 timeout=300, cwd=ROOT)
         assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_gpu_check_script_parses_and_fits_in_eight_minutes():
+    """benchmarks/gpu_check.sh cannot be run here (no GPU); at least it is valid bash whose
+    per-step timeouts add up to under 8 minutes (issue #12)."""
+    import re
+    import shutil
+
+    script = ROOT / "benchmarks" / "gpu_check.sh"
+    if shutil.which("bash"):
+        subprocess.run(["bash", "-n", str(script)], check=True)
+    timeouts = [int(t) for t in re.findall(r"^timeout (\d+) ", script.read_text(), re.M)]
+    assert len(timeouts) == 3 and sum(timeouts) < 8 * 60, timeouts
