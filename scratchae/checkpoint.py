@@ -116,12 +116,25 @@ def set_weights(model, arrays, source="checkpoint"):
     parameter receives an upload, whatever the current backend is).
     """
     check_weights(model, arrays, source)
+    _copy_weights(model, arrays)
+
+
+def _copy_weights(model, arrays):
+    """Write checked host arrays into the parameters, each with its own array library."""
     for k, p in model.params.items():
         p[...] = backend.get_array_module(p).asarray(arrays[k], dtype=p.dtype)
 
 
-def read_weights(model, path):
+def read_weights(model, path, arrays=None):
     """Read and check the weights in ``path`` for ``model``; changes nothing.
+
+    Parameters
+    ----------
+    model : Sequential or VAE
+    path : str or Path
+    arrays : dict of str to ndarray, optional
+        The file's contents, if :func:`load_npz` has already read them
+        (they are not read again).
 
     Returns
     -------
@@ -135,7 +148,9 @@ def read_weights(model, path):
     ValueError
         If the file is not a readable ``.npz`` or does not fit this model.
     """
-    arrays = {k: v for k, v in load_npz(path).items() if not k.startswith(TRAIN_PREFIX)}
+    if arrays is None:
+        arrays = load_npz(path)
+    arrays = {k: v for k, v in arrays.items() if not k.startswith(TRAIN_PREFIX)}
     saved = str(arrays.pop(ARCHITECTURE, ""))
     mine = model.architecture()
     if saved and saved != mine:
@@ -158,9 +173,12 @@ def save_weights(model, path):
     save_npz(path, {ARCHITECTURE: np.array(model.architecture()), **weights(model)})
 
 
-def load_weights(model, path):
-    """Load weights saved by :func:`save_weights` or :func:`save_training` into ``model``."""
-    set_weights(model, read_weights(model, path), source=str(path))
+def load_weights(model, path, arrays=None):
+    """Load weights saved by :func:`save_weights` or :func:`save_training` into ``model``.
+
+    ``arrays``: the file's contents, if :func:`load_npz` has already read them.
+    """
+    _copy_weights(model, read_weights(model, path, arrays))  # read_weights checked them
 
 
 # --------------------------------------------------------------------------
@@ -216,8 +234,8 @@ def resume_training(trainer, path):
         training state (weights only), or was trained with another batch
         size or seed.
     """
-    weights_found = read_weights(trainer.model, path)  # checks architecture and shapes
     arrays = load_npz(path)
+    weights_found = read_weights(trainer.model, path, arrays)  # checks architecture and shapes
     if TRAIN_PREFIX + "meta" not in arrays:
         raise ValueError(f"{path}: holds weights but no training state, so it cannot be resumed")
     model_rng = getattr(trainer.model, "rng", None)
@@ -255,7 +273,7 @@ def resume_training(trainer, path):
         "m": [arrays[f"{TRAIN_PREFIX}adam_m.{i}"] for i in range(count)],
         "v": [arrays[f"{TRAIN_PREFIX}adam_v.{i}"] for i in range(count)],
     })
-    set_weights(trainer.model, weights_found, source=str(path))
+    _copy_weights(trainer.model, weights_found)  # checked by read_weights
     trainer.epoch, trainer.batch, trainer.loss_sum = epoch, step, loss_sum
     trainer.history = history
     trainer.shuffle_rng, trainer.noise_rng = rngs[:2]

@@ -33,7 +33,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from . import backend, plots
-from .checkpoint import ARCHITECTURE, load_npz
+from .checkpoint import ARCHITECTURE, load_npz, load_weights
 from .cli import check_output_dir, run_guarded
 from .fileio import atomic_write
 from .models import conv_denoiser, conv_denoiser_transposed, dense_autoencoder
@@ -92,7 +92,7 @@ def load_denoiser(path):
     for kind, build in candidates:
         model = build()
         if model.architecture() == saved:
-            model.load(path)
+            load_weights(model, path, arrays)  # the file is not read again
             return model, kind
     summary = "; ".join(saved.splitlines()) or "none saved"
     if len(summary) > 200:
