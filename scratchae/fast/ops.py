@@ -14,6 +14,7 @@ import copy
 import numpy as np
 
 from .. import backend
+from ..layers.base import conv_output_size
 from .conv import conv_backward, conv_forward
 from .subpixel import subpixel_backward, subpixel_forward
 
@@ -150,8 +151,9 @@ class MaxPool(Op):
         xp = backend.get_array_module(x)
         pool = self.layers[0]
         n, h, w, c = x.shape
-        (top_pad, bottom), (left_pad, right) = pool.pads(h, w)
-        oh, ow = (h + top_pad + bottom) // 2, (w + left_pad + right) // 2
+        pads = pool.pads(h, w)
+        (top_pad, bottom), (left_pad, right) = pads
+        oh, ow = conv_output_size((h, w), (2, 2), (2, 2), pads)
         if top_pad or bottom or left_pad or right:  # 'same' with an odd size: pad with -inf
             x_pad = xp.full((n, 2 * oh, 2 * ow, c), -np.inf, dtype=x.dtype)
             x_pad[:, top_pad:top_pad + h, left_pad:left_pad + w] = x

@@ -107,21 +107,21 @@ def glorot_uniform(shape, fan_in, fan_out, rng, dtype):
     return backend.asarray(w, dtype=dtype)
 
 
-def conv_output_size(size, kernel, stride, pads):
-    """Output length of a convolution or pooling along one axis.
+def conv_output_size(size, kernel, stride=(1, 1), pads=((0, 0), (0, 0))):
+    """(OH, OW) of a convolution or pooling window sliding over an (H, W) input.
 
-    ``(size + before + after - kernel) // stride + 1``: the number of
-    positions a window of ``kernel`` takes, ``stride`` apart, inside the
-    padded input.
+    Along each axis ``(size + before + after - kernel) // stride + 1``: the
+    number of positions a window of ``kernel`` takes, ``stride`` apart,
+    inside the padded input.
 
     Parameters
     ----------
-    size, kernel, stride : int
-    pads : (int, int)
-        Padding before and after.
+    size, kernel, stride : (int, int)
+        (H, W), (KH, KW), (SH, SW).
+    pads : ((top, bottom), (left, right)), default no padding
     """
-    before, after = pads
-    return (size + before + after - kernel) // stride + 1
+    return tuple((s + before + after - k) // st + 1
+                 for s, k, st, (before, after) in zip(size, kernel, stride, pads))
 
 
 def same_padding(size, kernel, stride):

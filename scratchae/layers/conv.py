@@ -69,7 +69,7 @@ def window_view(x, kernel, stride):
     xp = backend.get_array_module(x)
     n, h, w, c = x.shape
     (kh, kw), (sh, sw) = kernel, stride
-    oh, ow = (h - kh) // sh + 1, (w - kw) // sw + 1
+    oh, ow = conv_output_size((h, w), kernel, stride)
     s_n, s_h, s_w, s_c = x.strides
     return xp.lib.stride_tricks.as_strided(
         x, shape=(n, oh, ow, kh, kw, c), strides=(s_n, s_h * sh, s_w * sw, s_h, s_w, s_c))
@@ -115,7 +115,7 @@ def col2im(dcols, x_shape, kernel, stride):
     xp = backend.get_array_module(dcols)
     n, h, w, c = x_shape
     (kh, kw), (sh, sw) = kernel, stride
-    oh, ow = (h - kh) // sh + 1, (w - kw) // sw + 1
+    oh, ow = conv_output_size((h, w), kernel, stride)
     dwin = dcols.reshape(n, oh, ow, kh, kw, c)
     dx = xp.zeros(x_shape, dtype=dcols.dtype)
     for p in range(kh):
@@ -177,10 +177,8 @@ class Conv2D(Layer):
 
     def output_shape(self, input_shape):
         n, _, h, w = input_shape
-        pads = self.pads(h, w)
-        return (n, self.out_channels) + tuple(
-            conv_output_size(s, k, st, p) for s, k, st, p in zip((h, w), self.kernel_size,
-                                                                  self.stride, pads))
+        return (n, self.out_channels) + conv_output_size((h, w), self.kernel_size, self.stride,
+                                                         self.pads(h, w))
 
     def forward(self, x):
         """Convolve a batch.

@@ -57,9 +57,7 @@ class MaxPool2D(Layer):
 
     def output_shape(self, input_shape):
         n, c, h, w = input_shape
-        pads = self.pads(h, w)
-        return (n, c) + tuple(conv_output_size(s, k, st, p) for s, k, st, p
-                              in zip((h, w), self.kernel_size, self.stride, pads))
+        return (n, c) + conv_output_size((h, w), self.kernel_size, self.stride, self.pads(h, w))
 
     def forward(self, x):
         """Pool a batch.
