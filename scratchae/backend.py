@@ -5,7 +5,7 @@ Every layer asks ``xp = get_array_module(x)`` and then writes ``xp.dot``,
 the pattern of Chainer's and DeZero's ``get_array_module``.
 
 The few operations whose best implementation differs between the two
-libraries (a scatter-add, for instance) live here and nowhere else.
+libraries (the fused Adam update, for instance) live here and nowhere else.
 
 Examples
 --------

@@ -199,9 +199,12 @@ def train_demo(spec, args, log=None):
     log(f"{spec.name}: {len(train)} training / {len(data.test_images)} test images "
         f"from {data.source}; backend {args.backend}")
     if trainer.epoch < args.epochs:
-        path = ("textbook layers" if args.textbook else "fast path"
-                if trainer.net is not model or not hasattr(model, "layers")
-                else "textbook layers (a model with its own penalty is not compiled)")
+        if args.textbook:
+            path = "textbook layers"
+        elif trainer.net is model and hasattr(model, "layers"):  # compile() left it as it was
+            path = "textbook layers (a model with its own penalty is not compiled)"
+        else:
+            path = "fast path"
         workers = (trainer.net.workers_for((args.batch_size, *train.shape[1:]))
                    if hasattr(trainer.net, "workers_for") else 1)
         log(f"training: epochs {trainer.epoch + 1}..{args.epochs}, batch size {args.batch_size}, "
