@@ -51,6 +51,23 @@ class SigmoidCrossEntropy:
     def __call__(self, logits, targets):
         return self.forward(logits, targets)
 
+    def check(self, logits, targets):
+        """Raise ``ValueError`` unless the shapes match and (with ``check_targets``) every
+        target is finite and in [0, 1]."""
+        name = type(self).__name__
+        if tuple(logits.shape) != tuple(targets.shape):
+            raise ValueError(
+                f"{name}: logits and targets must have the same shape, "
+                f"got logits {tuple(logits.shape)} and targets {tuple(targets.shape)}"
+            )
+        if self.check_targets:
+            unit_interval(targets, f"{name}: targets")
+
+    def _cached(self):
+        if self._cache is None:
+            raise RuntimeError(f"{type(self).__name__}: backward() called before forward()")
+        return self._cache
+
     def forward(self, logits, targets):
         """Return the loss, summed over all elements times :meth:`weight` (a mean here).
 
@@ -71,14 +88,7 @@ class SigmoidCrossEntropy:
             If the shapes differ, or (with ``check_targets``) a target is
             NaN, infinite or outside [0, 1]. Nothing is cached then.
         """
-        name = type(self).__name__
-        if tuple(logits.shape) != tuple(targets.shape):
-            raise ValueError(
-                f"{name}: logits and targets must have the same shape, "
-                f"got logits {tuple(logits.shape)} and targets {tuple(targets.shape)}"
-            )
-        if self.check_targets:
-            unit_interval(targets, f"{name}: targets")
+        self.check(logits, targets)
         w = self.weight(logits)
         xp = backend.get_array_module(logits)
         x, t = logits, targets
@@ -89,9 +99,7 @@ class SigmoidCrossEntropy:
 
     def backward(self):
         """Return ``dL/dlogits = (sigmoid(logits) - targets) * weight``, shape of ``logits``."""
-        if self._cache is None:
-            raise RuntimeError(f"{type(self).__name__}: backward() called before forward()")
-        x, t, e = self._cache
+        x, t, e = self._cached()
         return (sigmoid(x, e) - t) * self.weight(x)  # dL/dx = (sigmoid(x) - t) * weight
 
 

@@ -21,7 +21,6 @@ small, that is a third of the step. Two identities cut it to 12:
 """
 
 from .. import backend, losses
-from ..validate import unit_interval
 
 
 class _FewerPasses:
@@ -29,12 +28,7 @@ class _FewerPasses:
 
     def forward(self, logits, targets):
         """The loss of the textbook class it is mixed into (same checks, same value)."""
-        name = type(self).__name__
-        if tuple(logits.shape) != tuple(targets.shape):
-            raise ValueError(f"{name}: logits and targets must have the same shape, got "
-                             f"logits {tuple(logits.shape)} and targets {tuple(targets.shape)}")
-        if self.check_targets:
-            unit_interval(targets, f"{name}: targets")
+        self.check(logits, targets)
         xp = backend.get_array_module(logits)
         x, half = logits, logits.dtype.type(0.5)
         w = self.weight(x)
@@ -51,9 +45,7 @@ class _FewerPasses:
 
     def backward(self):
         """``dL/dlogits = (w/2) tanh(x/2) + w (1/2 - t)``, shape of the logits."""
-        if self._cache is None:
-            raise RuntimeError(f"{type(self).__name__}: backward() called before forward()")
-        x, half_minus_t = self._cache
+        x, half_minus_t = self._cached()
         xp, half = backend.get_array_module(x), x.dtype.type(0.5)
         g = xp.multiply(x, half)
         xp.tanh(g, out=g)
