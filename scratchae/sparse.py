@@ -80,8 +80,9 @@ class SparseAutoencoder(Sequential):
         self.decay = WeightDecay(weight_decay)
         self.activity_layers = [layer for layer in self.layers
                                 if callable(getattr(layer, "penalty", None))]
-        self.code_index = next((i for i, layer in enumerate(self.layers)
-                                if callable(getattr(layer, "penalty", None))), None)
+        # the code is the input of the first activity layer
+        self.code_index = (self.layers.index(self.activity_layers[0])
+                           if self.activity_layers else None)
 
     def __repr__(self):
         inner = "".join(f"\n  ({i}) {layer!r}" for i, layer in enumerate(self.layers))
@@ -326,7 +327,7 @@ class SparseTrainer(Trainer):
     metric_names = ("loss", "bce", "sparsity", "weight_decay", "mean_activation")
 
     def _evaluate(self, images):
-        model, xp = self.model, backend.get_xp()
+        model = self.model
         code = model._code_layer()
         bce, total = 0.0, None
         for i in range(0, len(images), self.eval_batch_size):
@@ -335,10 +336,8 @@ class SparseTrainer(Trainer):
             part = code.rho_hat * len(x)  # (H,): the batch's activations, summed
             total = part if total is None else total + part
         rho_hat = total / len(images)  # (H,): each unit's mean over the test set
-        if isinstance(code, KLSparsity):
-            edge = np.finfo(rho_hat.dtype)
-            q = xp.clip(rho_hat, edge.tiny, 1 - edge.epsneg)
-            sparsity = float(code.beta * kl_divergence(code.rho, q).sum())
+        if isinstance(code, KLSparsity):  # the KL at the whole test set's means
+            sparsity = float(code.beta * kl_divergence(code.rho, code.clip_mean(rho_hat)).sum())
         else:
             sparsity = float(code.penalty())
         decay = float(model.penalty_parts()["weight_decay"])

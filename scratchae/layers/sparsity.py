@@ -153,17 +153,22 @@ class KLSparsity(Layer):
         a : ndarray, shape (N, H), the same array
         """
         _check_activations(self, a)
-        xp = backend.get_array_module(a)
-        info = np.finfo(a.dtype)
-        rho, beta = self.rho, self.beta
-        # A mean of sigmoids is never exactly 0 or 1 in exact arithmetic, only
-        # in floating point (saturated units): move such a mean to the nearest
-        # float that is not 0 or 1, so log and 1/q stay finite (class docstring).
-        rho_hat = xp.clip(a.mean(axis=0), info.tiny, 1 - info.epsneg)  # (H,)
-        self._penalty = beta * kl_divergence(rho, rho_hat).sum()
+        rho_hat = self.clip_mean(a.mean(axis=0))  # (H,)
+        self._penalty = self.beta * kl_divergence(self.rho, rho_hat).sum()
         self.rho_hat = rho_hat
         self._cache = (rho_hat, a.shape)
         return a
+
+    @staticmethod
+    def clip_mean(rho_hat):
+        """Mean activations (H,) with any that rounded to exactly 0 or 1 moved inside (0, 1).
+
+        A mean of sigmoids is never exactly 0 or 1 in exact arithmetic, only
+        in floating point (saturated units): such a mean goes to the nearest
+        float that is not 0 or 1, so log and 1/q stay finite (class docstring).
+        """
+        info = np.finfo(rho_hat.dtype)
+        return backend.get_array_module(rho_hat).clip(rho_hat, info.tiny, 1 - info.epsneg)
 
     def backward(self, dout):
         """dout : ndarray, shape (N, H) -> dout + d penalty / d a, shape (N, H)."""
