@@ -42,8 +42,23 @@ class Layer:
         raise NotImplementedError
 
     def output_shape(self, input_shape):
-        """Shape of ``forward``'s output for an input of ``input_shape``."""
+        """Shape of ``forward``'s output for an input of ``input_shape``.
+
+        Raises the ``ValueError`` that ``forward`` raises for an input of
+        that shape (``forward`` checks its input by calling this), so a
+        model's :meth:`~scratchae.models.Sequential.summary` refuses a shape
+        with the same message a batch of it would get.
+        """
         return tuple(input_shape)
+
+    def macs(self, input_shape):
+        """Multiply-adds of ``forward`` for an input of ``input_shape`` (N, ...): none here.
+
+        Element-wise and shape layers multiply nothing into a sum; layers
+        with weights count one multiply-add per weight per output it reaches.
+        """
+        self.output_shape(input_shape)
+        return 0
 
     def __repr__(self):
         return f"{type(self).__name__}()"
@@ -55,20 +70,23 @@ class Layer:
         self.grads = {k: backend.get_array_module(v).zeros_like(v) for k, v in params.items()}
 
     def _check_ndim(self, x, ndim, layout):
-        """Raise ``ValueError`` unless ``x`` has ``ndim`` dimensions."""
-        if x.ndim != ndim:
+        """Raise ``ValueError`` unless ``x`` (an array, or its shape) has ``ndim`` dimensions."""
+        shape = tuple(getattr(x, "shape", x))
+        if len(shape) != ndim:
             raise ValueError(
                 f"{self!r}: expected a {ndim}-D input {layout}, "
-                f"got shape {tuple(x.shape)} ({x.ndim}-D)"
+                f"got shape {shape} ({len(shape)}-D)"
             )
 
     def _check_images(self, x, channels=None):
-        """Raise ``ValueError`` unless ``x`` is an (N, C, H, W) batch (with C == ``channels``)."""
-        self._check_ndim(x, 4, "(N, C, H, W)")
-        if channels is not None and x.shape[1] != channels:
+        """Raise ``ValueError`` unless ``x`` (an array, or its shape) is an (N, C, H, W) batch
+        (with C == ``channels``)."""
+        shape = tuple(getattr(x, "shape", x))
+        self._check_ndim(shape, 4, "(N, C, H, W)")
+        if channels is not None and shape[1] != channels:
             raise ValueError(
                 f"{self!r}: expected {channels} input channels, "
-                f"got input of shape {tuple(x.shape)} with {x.shape[1]} channels"
+                f"got input of shape {shape} with {shape[1]} channels"
             )
 
     def _cached(self):

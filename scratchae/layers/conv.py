@@ -176,9 +176,20 @@ class Conv2D(Layer):
         return resolve_padding(self.padding, (h, w), self.kernel_size, self.stride, repr(self))
 
     def output_shape(self, input_shape):
+        """(N, C, H, W) -> (N, O, OH, OW); raises ``ValueError`` for an input it cannot take."""
+        self._check_images(input_shape, self.in_channels)
         n, _, h, w = input_shape
-        return (n, self.out_channels) + conv_output_size((h, w), self.kernel_size, self.stride,
-                                                         self.pads(h, w))
+        oh, ow = conv_output_size((h, w), self.kernel_size, self.stride, self.pads(h, w))
+        if oh < 1 or ow < 1:
+            raise ValueError(f"{self!r}: input of spatial size {(h, w)} is smaller "
+                             f"than the kernel {self.kernel_size} after padding")
+        return n, self.out_channels, oh, ow
+
+    def macs(self, input_shape):
+        """Multiply-adds of ``cols @ W_mat``: one per weight per output pixel, N*OH*OW * K*O."""
+        n, o, oh, ow = self.output_shape(input_shape)
+        (kh, kw), c = self.kernel_size, self.in_channels
+        return n * oh * ow * kh * kw * c * o
 
     def forward(self, x):
         """Convolve a batch.
@@ -191,11 +202,7 @@ class Conv2D(Layer):
         -------
         y : ndarray, shape (N, O, OH, OW)
         """
-        self._check_images(x, self.in_channels)
-        n, o, oh, ow = self.output_shape(x.shape)
-        if oh < 1 or ow < 1:
-            raise ValueError(f"{self!r}: input of spatial size {tuple(x.shape[2:])} is smaller "
-                             f"than the kernel {self.kernel_size} after padding")
+        n, o, oh, ow = self.output_shape(x.shape)  # raises unless x fits this layer
         x_pad = pad2d(x.transpose(0, 2, 3, 1), self.pads(*x.shape[2:]))  # (N, H', W', C)
         cols = im2col(x_pad, self.kernel_size, self.stride)         # (N*OH*OW, K)
         W_mat = self.params["W"].transpose(2, 3, 1, 0).reshape(-1, o)   # (K, O), rows (p, q, c)

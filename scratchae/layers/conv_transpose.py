@@ -150,9 +150,28 @@ class ConvTranspose2D(Layer):
         return self.params["W"].transpose(0, 2, 3, 1).reshape(self.in_channels, -1)
 
     def output_shape(self, input_shape):
+        """(N, C, H, W) -> (N, O, OH, OW); raises ``ValueError`` for an input it cannot take."""
+        self._check_images(input_shape, self.in_channels)
         n, _, h, w = input_shape
         _, fh, fw, o = self._full_shape(n, h, w)
-        return n, o, fh - 2 * self.padding, fw - 2 * self.padding
+        oh, ow = fh - 2 * self.padding, fw - 2 * self.padding
+        if oh < 1 or ow < 1:
+            raise ValueError(
+                f"{self!r}: input of spatial size {(h, w)} gives an empty output {(oh, ow)}: "
+                f"the padding {self.padding} crops away everything"
+            )
+        return n, o, oh, ow
+
+    def macs(self, input_shape):
+        """Multiply-adds of ``x_rows @ W_mat``: every input pixel's kernel copy, N*H*W * C*KH*KW*O.
+
+        The copies' parts that land in the cropped border are counted too:
+        the layer computes them.
+        """
+        n, c, h, w = input_shape
+        o = self.output_shape(input_shape)[1]
+        kh, kw = self.kernel_size
+        return n * h * w * c * kh * kw * o
 
     def forward(self, x):
         """Upsample a batch: scatter every input pixel's scaled kernel.
@@ -165,14 +184,8 @@ class ConvTranspose2D(Layer):
         -------
         y : ndarray, shape (N, O, OH, OW)
         """
-        self._check_images(x, self.in_channels)
+        _, o, oh, ow = self.output_shape(x.shape)  # raises unless x fits this layer
         n, c, h, w = x.shape
-        _, o, oh, ow = self.output_shape(x.shape)
-        if oh < 1 or ow < 1:
-            raise ValueError(
-                f"{self!r}: input of spatial size {(h, w)} gives an empty output {(oh, ow)}: "
-                f"the padding {self.padding} crops away everything"
-            )
         x_rows = x.transpose(0, 2, 3, 1).reshape(n * h * w, c)  # one row per input pixel
         # Conv2D's backward, step 1: dcols = dout @ W_mat.T. Here row (n, i, j)
         # of cols is input pixel (i, j)'s kernel copy, scaled channel by channel:

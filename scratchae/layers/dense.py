@@ -42,7 +42,19 @@ class Dense(Layer):
         return f"Dense({self.in_features}, {self.out_features})"
 
     def output_shape(self, input_shape):
+        """(N, D) -> (N, M); raises ``ValueError`` for any other input shape."""
+        self._check_ndim(input_shape, 2, "(N, in_features)")
+        if input_shape[1] != self.in_features:
+            raise ValueError(
+                f"{self!r}: expected {self.in_features} input features, "
+                f"got input of shape {tuple(input_shape)}"
+            )
         return (input_shape[0], self.out_features)
+
+    def macs(self, input_shape):
+        """Multiply-adds of ``x @ W``: N * D * M."""
+        n, _ = self.output_shape(input_shape)
+        return n * self.in_features * self.out_features
 
     def forward(self, x):
         """Compute ``x @ W + b``.
@@ -55,12 +67,7 @@ class Dense(Layer):
         -------
         y : ndarray, shape (N, M)
         """
-        self._check_ndim(x, 2, "(N, in_features)")
-        if x.shape[1] != self.in_features:
-            raise ValueError(
-                f"{self!r}: expected {self.in_features} input features, "
-                f"got input of shape {tuple(x.shape)}"
-            )
+        self.output_shape(x.shape)  # raises unless x is (N, in_features)
         self._cache = x
         return x @ self.params["W"] + self.params["b"]
 

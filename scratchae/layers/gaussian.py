@@ -114,6 +114,10 @@ class GaussianSampler:
         """Draw a fresh eps in every ``forward`` again."""
         self.frozen = False
 
+    def macs(self, mu_shape):
+        """Multiply-adds of ``z = mu + std * eps`` for (N, K) codes: one per entry, N*K."""
+        return int(np.prod(mu_shape))
+
     def rng_state(self):
         """The generator's state: a dict of ints and strings (JSON-serialisable)."""
         return self.rng.bit_generator.state

@@ -56,8 +56,14 @@ class MaxPool2D(Layer):
         return resolve_padding(self.padding, (h, w), self.kernel_size, self.stride, repr(self))
 
     def output_shape(self, input_shape):
+        """(N, C, H, W) -> (N, C, OH, OW); raises ``ValueError`` for an input it cannot take."""
+        self._check_images(input_shape)
         n, c, h, w = input_shape
-        return (n, c) + conv_output_size((h, w), self.kernel_size, self.stride, self.pads(h, w))
+        oh, ow = conv_output_size((h, w), self.kernel_size, self.stride, self.pads(h, w))
+        if oh < 1 or ow < 1:
+            raise ValueError(f"{self!r}: input of spatial size {(h, w)} "
+                             f"is smaller than the window")
+        return n, c, oh, ow
 
     def forward(self, x):
         """Pool a batch.
@@ -70,11 +76,7 @@ class MaxPool2D(Layer):
         -------
         y : ndarray, shape (N, C, OH, OW)
         """
-        self._check_images(x)
-        n, c, oh, ow = self.output_shape(x.shape)
-        if oh < 1 or ow < 1:
-            raise ValueError(f"{self!r}: input of spatial size {tuple(x.shape[2:])} "
-                             f"is smaller than the window")
+        n, c, oh, ow = self.output_shape(x.shape)  # raises unless x fits this layer
         kh, kw = self.kernel_size
         x_pad = pad2d(x.transpose(0, 2, 3, 1), self.pads(*x.shape[2:]), value=-np.inf)
         cols = im2col(x_pad, self.kernel_size, self.stride).reshape(-1, kh * kw, c)

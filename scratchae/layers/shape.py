@@ -9,13 +9,15 @@ class Flatten(Layer):
     """(N, d1, d2, ...) -> (N, d1 * d2 * ...)."""
 
     def output_shape(self, input_shape):
+        """(N, d1, d2, ...) -> (N, d1 * d2 * ...); raises ``ValueError`` for a 0-D or 1-D input."""
+        if len(input_shape) < 2:
+            raise ValueError(f"Flatten: expected an input of at least 2-D (N, ...), "
+                             f"got shape {tuple(input_shape)}")
         return (input_shape[0], math.prod(input_shape[1:]))
 
     def forward(self, x):
         """x : ndarray, shape (N, ...) -> y : ndarray, shape (N, prod(...))."""
-        if x.ndim < 2:
-            raise ValueError(f"Flatten: expected an input of at least 2-D (N, ...), "
-                             f"got shape {tuple(x.shape)}")
+        self.output_shape(x.shape)  # raises unless x has a batch axis and more
         self._cache = x.shape
         return x.reshape(x.shape[0], -1)
 
@@ -45,17 +47,19 @@ class Reshape(Layer):
         return f"Reshape({self.shape})"
 
     def output_shape(self, input_shape):
+        """(N, ...) -> (N, *shape); raises ``ValueError`` unless a sample has prod(shape) values."""
+        if len(input_shape) < 1 or math.prod(input_shape[1:]) != math.prod(self.shape):
+            raise ValueError(
+                f"{self!r}: expected an input with {math.prod(self.shape)} values per sample, "
+                f"got shape {tuple(input_shape)}"
+            )
         return (input_shape[0],) + self.shape
 
     def forward(self, x):
         """x : ndarray, shape (N, ...) -> y : ndarray, shape (N, *shape)."""
-        if x.ndim < 1 or math.prod(x.shape[1:]) != math.prod(self.shape):
-            raise ValueError(
-                f"{self!r}: expected an input with {math.prod(self.shape)} values per sample, "
-                f"got shape {tuple(x.shape)}"
-            )
+        shape = self.output_shape(x.shape)  # raises unless a sample holds prod(shape) values
         self._cache = x.shape
-        return x.reshape(self.output_shape(x.shape))
+        return x.reshape(shape)
 
     def backward(self, dout):
         """dout : ndarray, shape (N, *shape) -> dx : ndarray, the input's shape."""

@@ -60,7 +60,7 @@ def kl_divergence(rho, q):
 
 def _check_activations(layer, a):
     """Raise unless ``a`` is a floating-point (N, H) array."""
-    layer._check_ndim(a, 2, "(N, H)")
+    layer.output_shape(a.shape)
     if not np.issubdtype(a.dtype, np.floating):
         raise TypeError(f"{layer!r}: expected floating-point activations, got dtype {a.dtype}")
 
@@ -136,6 +136,11 @@ class KLSparsity(Layer):
         self.beta = non_negative_float(beta, "beta", "KLSparsity")
         self.rho_hat = None
         self._penalty = None
+
+    def output_shape(self, input_shape):
+        """(N, H) -> (N, H): an identity layer on (N, H) activations only."""
+        self._check_ndim(input_shape, 2, "(N, H)")
+        return tuple(input_shape)
 
     def __repr__(self):
         return f"KLSparsity(rho={self.rho:g}, beta={self.beta:g})"
@@ -225,6 +230,11 @@ class L1Activity(Layer):
         self.weight = non_negative_float(weight, "weight", "L1Activity")
         self.rho_hat = None
         self._penalty = None
+
+    def output_shape(self, input_shape):
+        """(N, H) -> (N, H): an identity layer on (N, H) activations only."""
+        self._check_ndim(input_shape, 2, "(N, H)")
+        return tuple(input_shape)
 
     def __repr__(self):
         return f"L1Activity(weight={self.weight:g})"

@@ -54,6 +54,8 @@ class Upsample2D(Layer):
         return f"Upsample2D(scale_factor={self.scale_factor})"
 
     def output_shape(self, input_shape):
+        """(N, C, H, W) -> (N, C, OH, OW); raises ``ValueError`` unless the input is 4-D."""
+        self._check_images(input_shape)
         n, c, h, w = input_shape
         if self.size is not None:
             return (n, c) + self.size
@@ -70,9 +72,8 @@ class Upsample2D(Layer):
         -------
         y : ndarray, shape (N, C, OH, OW)
         """
-        self._check_images(x)
         xp = backend.get_array_module(x)
-        _, _, oh, ow = self.output_shape(x.shape)
+        _, _, oh, ow = self.output_shape(x.shape)  # raises unless x is (N, C, H, W)
         rows, cols = nearest_index(x.shape[2], oh), nearest_index(x.shape[3], ow)
         self._cache = (rows, cols, x.shape)
         # y[n, c, i, j] = x[n, c, rows[i], cols[j]]: gather rows, then columns
