@@ -4,6 +4,7 @@ import numpy as np
 
 from . import checkpoint
 from .layers import Conv2D, ConvTranspose2D, Dense, Flatten, MaxPool2D, ReLU, Reshape, Upsample2D
+from .summary import summarize
 from .validate import float_dtype, nonfinite_summary
 
 MNIST_SHAPE = (1, 28, 28)  # one MNIST image, (C, H, W): what the model builders expect
@@ -138,6 +139,14 @@ class Sequential:
         for layer in self.layers:
             input_shape = layer.output_shape(input_shape)
         return input_shape
+
+    def summary(self, input_shape=None):
+        """Each layer's output shape, parameters, multiply-adds and activations (a table).
+
+        See :func:`scratchae.summary.summarize`; ``input_shape`` is one
+        sample's shape (default the model's ``input_shape``).
+        """
+        return summarize(self, input_shape)
 
     @property
     def params(self):
