@@ -89,6 +89,35 @@ def build_model(torch, latent, hidden):
     return VAE()
 
 
+def build_conv_model(torch, latent):
+    """Keras's convolutional VAE (scratchae.vae.conv_vae), layer for layer."""
+    nn = torch.nn
+
+    class ConvVAE(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.encoder = nn.Sequential(
+                nn.Conv2d(1, 32, 3, stride=2, padding=1), nn.ReLU(),   # (32, 14, 14)
+                nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.ReLU(),  # (64, 7, 7)
+                nn.Flatten(), nn.Linear(64 * 7 * 7, 16), nn.ReLU(),
+                nn.Linear(16, 2 * latent))                             # [mu | logvar]
+            self.decoder = nn.Sequential(
+                nn.Linear(latent, 64 * 7 * 7), nn.ReLU(), nn.Unflatten(1, (64, 7, 7)),
+                nn.ConvTranspose2d(64, 64, 3, stride=2, padding=1, output_padding=1),
+                nn.ReLU(),                                             # (64, 14, 14)
+                nn.ConvTranspose2d(64, 32, 3, stride=2, padding=1, output_padding=1),
+                nn.ReLU(),                                             # (32, 28, 28)
+                nn.ConvTranspose2d(32, 1, 3, padding=1))               # logits (1, 28, 28)
+
+        def forward(self, x, eps):
+            h = self.encoder(x)
+            mu, logvar = h[:, :latent], h[:, latent:]
+            z = mu + torch.exp(0.5 * logvar) * eps
+            return self.decoder(z), mu, logvar
+
+    return ConvVAE()
+
+
 def losses(torch, logits, x, mu, logvar):
     """Per-image reconstruction NLL and KL, both shape (N,), in nats."""
     F = torch.nn.functional

@@ -35,11 +35,12 @@ import copy
 import numpy as np
 
 from . import backend, checkpoint, validate
-from .layers import Dense, Flatten, ReLU, Reshape
+from .layers import Conv2D, ConvTranspose2D, Dense, Flatten, ReLU, Reshape
 from .layers.activations import sigmoid
 from .layers.gaussian import GaussianKL, GaussianSampler
 from .losses import BernoulliNLL
 from .models import MNIST_SHAPE, Sequential, check_dout
+from .summary import summarize
 from .train import Trainer
 
 TEST_EPS_STREAM = 3  # default_rng([seed, 3]): one eps per test image, for the test metrics
@@ -142,9 +143,7 @@ class VAE:
         """
         K = self.latent
         h = self.encoder.forward(x)  # (N, 2K)
-        if h.ndim != 2 or h.shape[1] != 2 * K:
-            raise ValueError(f"{self.name}: the encoder must output (N, {2 * K}) "
-                             f"(mu and logvar), got {tuple(h.shape)}")
+        self.check_heads(h.shape)
         mu, logvar = h[:, :K], h[:, K:]  # (N, K) each: the two heads
         z = self.sampler.forward(mu, logvar)  # (N, K)
         self._kl = self.kl_term.forward(mu, logvar)  # 0-d, batch mean
@@ -152,6 +151,22 @@ class VAE:
         self.mu, self.logvar, self.z = mu, logvar, z
         self._logits_shape = tuple(logits.shape)
         return logits
+
+    def check_heads(self, shape):
+        """Raise unless ``shape`` is an encoder output (N, 2K) to split into mu and logvar.
+
+        Returns
+        -------
+        (N, K) : the shape of mu, of logvar and of z
+        """
+        if len(shape) != 2 or shape[1] != 2 * self.latent:
+            raise ValueError(f"{self.name}: the encoder must output (N, {2 * self.latent}) "
+                             f"(mu and logvar), got {tuple(shape)}")
+        return shape[0], self.latent
+
+    def summary(self, input_shape=None):
+        """Encoder, sampler and decoder, layer by layer: see :func:`scratchae.summary.summarize`."""
+        return summarize(self, input_shape)
 
     def penalty(self):
         """The loss term the model adds itself: ``beta * KL`` of the last forward (0-d)."""
@@ -333,6 +348,71 @@ def vae(latent=20, hidden=400, *, seed=0, dtype=np.float32):
     ], input_shape=(latent,), name="vae.decoder")
     sampler = GaussianSampler(rng=np.random.default_rng([seed, SAMPLER_STREAM]))
     return VAE(encoder, decoder, latent, sampler=sampler, name="vae")
+
+
+def conv_vae(latent=2, *, seed=0, dtype=np.float32):
+    """The convolutional VAE of Keras's example (``keras.io/examples/generative/vae``).
+
+    ::
+
+        encoder  (1, 28, 28) -> Conv2D 3x3 stride 2 (32, ReLU)  -> (32, 14, 14)
+                             -> Conv2D 3x3 stride 2 (64, ReLU)  -> (64, 7, 7)
+                             -> Flatten -> Dense 16 (ReLU) -> Dense 2*latent  [mu | logvar]
+        decoder  latent -> Dense 7*7*64 (ReLU) -> Reshape (64, 7, 7)
+                        -> ConvTranspose2D 3x3 stride 2 (64, ReLU) -> (64, 14, 14)
+                        -> ConvTranspose2D 3x3 stride 2 (32, ReLU) -> (32, 28, 28)
+                        -> ConvTranspose2D 3x3 stride 1 (1)        -> logits (1, 28, 28)
+
+    Keras's layers, with PyTorch's padding: the stride-2 layers use
+    ``padding=1`` (and ``output_padding=1`` for the transposed ones), as
+    ``benchmarks/vae_torch.py --model conv`` does. Keras's ``'same'`` pads
+    a stride-2 layer on the bottom/right only, which shifts the sampling
+    grid by one pixel; the sizes are the same (``docs/vae.md`` section 12).
+
+    Parameters
+    ----------
+    latent : int, default 2
+        K, the size of z (Keras's example uses 2).
+    seed : int, default 0
+        Seeds the Glorot-uniform weights (``default_rng(seed)``) and the
+        sampler's eps (``default_rng([seed, 4])``).
+    dtype : {numpy.float32, numpy.float64}
+
+    Returns
+    -------
+    VAE
+        Input (N, 1, 28, 28) in [0, 1]; output logits (N, 1, 28, 28).
+        134,165 parameters for latent 2 (Keras's summary: 69,076 in the
+        encoder, 65,089 in the decoder).
+    """
+    latent = validate.positive_int(latent, "latent", "conv_vae")
+    seed = validate.non_negative_int(seed, "seed", "conv_vae")
+    dtype = validate.float_dtype(dtype, "conv_vae")
+    rng = np.random.default_rng(seed)
+
+    def down(c_in, c_out):  # 3x3, stride 2: halves the size (28 -> 14 -> 7)
+        return Conv2D(c_in, c_out, 3, stride=2, padding=1, dtype=dtype, rng=rng)
+
+    def up(c_in, c_out, stride=2):  # 3x3, stride 2 doubles the size (7 -> 14 -> 28)
+        return ConvTranspose2D(c_in, c_out, 3, stride=stride, padding=1,
+                               output_padding=stride - 1, dtype=dtype, rng=rng)
+
+    encoder = Sequential([
+        down(1, 32), ReLU(),                                 # (32, 14, 14)
+        down(32, 64), ReLU(),                                # (64, 7, 7)
+        Flatten(),                                           # 3136
+        Dense(64 * 7 * 7, 16, dtype=dtype, rng=rng), ReLU(),
+        Dense(16, 2 * latent, dtype=dtype, rng=rng),         # [mu | logvar]
+    ], input_shape=MNIST_SHAPE, name="conv_vae.encoder")
+    decoder = Sequential([
+        Dense(latent, 64 * 7 * 7, dtype=dtype, rng=rng), ReLU(),
+        Reshape((64, 7, 7)),
+        up(64, 64), ReLU(),                                  # (64, 14, 14)
+        up(64, 32), ReLU(),                                  # (32, 28, 28)
+        up(32, 1, stride=1),                                 # logits (1, 28, 28)
+    ], input_shape=(latent,), name="conv_vae.decoder")
+    sampler = GaussianSampler(rng=np.random.default_rng([seed, SAMPLER_STREAM]))
+    return VAE(encoder, decoder, latent, sampler=sampler, name="conv_vae")
 
 
 def evaluate(model, images, *, batch_size=1000, seed=0):
