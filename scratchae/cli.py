@@ -98,6 +98,7 @@ def build_parser(spec):
     parser.add_argument("--textbook", action="store_true",
                         help="train the textbook layers as written (scratchae.layers), not the "
                              "fast path (scratchae.fast); the same function, slower")
+    parser.add_argument("--summary", action="store_true", help="print the model's summary() first")
     if spec.noise_factor is not None:
         parser.add_argument("--noise", choices=tuple(NOISES), default="gaussian",
                             help="the corruption: gaussian noise, salt-and-pepper, or masking")
@@ -192,6 +193,8 @@ def train_demo(spec, args, log=None):
         model, lr=args.lr, batch_size=args.batch_size, noise=noise, seed=args.seed,
         checkpoint=checkpoint, progress=not args.no_progress, log=log, workers=args.workers,
         fast=not args.textbook)
+    if args.summary:  # the model as it will train: compiled, with the fast rule of each layer
+        log(str(trainer.net.summary()))
     if args.resume:
         meta = trainer.resume(checkpoint)  # checks it all before changing anything
         log(f"resumed from {checkpoint}: {meta['epoch']} epochs and {meta['step']} batches done")
