@@ -1,10 +1,22 @@
-"""PyTorch reference for scratchae's VAE: the same model, data and metrics.
+"""PyTorch reference for scratchae's VAEs: the same models, data and metrics.
 
-The model of PyTorch's ``examples/vae`` (Kingma & Welling's MNIST VAE)::
+``--model dense`` (the default) is the model of PyTorch's ``examples/vae``
+(Kingma & Welling's MNIST VAE), ``scratchae.vae.vae``::
 
     encoder  784 -> 400 (ReLU) -> 20 (mu), 20 (logvar)
     sampler  z = mu + exp(0.5 * logvar) * eps,  eps ~ N(0, I)
     decoder  20 -> 400 (ReLU) -> 784 logits
+
+``--model conv`` is Keras's convolutional VAE, ``scratchae.vae.conv_vae``
+(latent 2 by default)::
+
+    encoder  Conv 3x3 stride 2 (32, ReLU) -> Conv 3x3 stride 2 (64, ReLU)
+             -> Flatten -> 16 (ReLU) -> 2 (mu), 2 (logvar)
+    decoder  2 -> 7*7*64 (ReLU) -> ConvTranspose 3x3 stride 2 (64, ReLU)
+             -> ConvTranspose 3x3 stride 2 (32, ReLU) -> ConvTranspose 3x3 (1) logits
+
+(the stride-2 layers with ``padding=1``, and ``output_padding=1`` for the
+transposed ones, as in scratchae),
 
 trained with Adam (lr 1e-3), batch 128, 10 epochs, on
 
@@ -26,9 +38,9 @@ differ:
 * the order: ``numpy.random.default_rng([seed, 1]).permutation`` every
   epoch, as :class:`scratchae.train.Trainer` shuffles;
 * the training noise: eps drawn on the host from
-  ``numpy.random.default_rng([seed, 4])`` (float32, one (B, 20) draw per
-  batch), the stream of scratchae's ``GaussianSampler`` built by
-  ``scratchae.vae.vae(seed=seed)``;
+  ``numpy.random.default_rng([seed, 4])`` (float32, one (B, latent) draw
+  per batch), the stream of scratchae's ``GaussianSampler`` built by
+  ``scratchae.vae.vae(seed=seed)`` and ``scratchae.vae.conv_vae(seed=seed)``;
 * the test metrics: one eps per test image from
   ``numpy.random.default_rng([seed, 3])``, drawn in test-set order, as
   ``scratchae.vae.evaluate`` does.
@@ -38,11 +50,13 @@ Usage
 ::
 
     python benchmarks/vae_torch.py --data-dir /path/to/mnist      # 10 epochs
+    python benchmarks/vae_torch.py --data-dir DIR --model conv     # latent 2
     python benchmarks/vae_torch.py --data-dir DIR --epochs 1 --threads 1
 
-Options: ``--epochs`` (10), ``--batch-size`` (128), ``--lr`` (1e-3),
-``--latent`` (20), ``--hidden`` (400), ``--seed`` (0), ``--threads``
-(torch's default), ``--train-size`` (all).
+Options: ``--model`` (dense or conv), ``--epochs`` (10), ``--batch-size``
+(128), ``--lr`` (1e-3), ``--latent`` (20 dense, 2 conv), ``--hidden``
+(400, dense only), ``--seed`` (0), ``--threads`` (torch's default),
+``--train-size`` (all).
 """
 
 import argparse
@@ -152,15 +166,23 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python benchmarks/vae_torch.py",
                                      description="PyTorch reference run of the MNIST VAE.")
     parser.add_argument("--data-dir", help="directory with the four MNIST IDX (.gz) files")
+    parser.add_argument("--model", choices=("dense", "conv"), default="dense",
+                        help="PyTorch's example VAE (dense) or Keras's convolutional one")
     parser.add_argument("--epochs", type=arg_positive_int, default=10)
     parser.add_argument("--batch-size", type=arg_positive_int, default=128)
     parser.add_argument("--lr", type=arg_positive_float, default=1e-3)
-    parser.add_argument("--latent", type=arg_positive_int, default=20)
-    parser.add_argument("--hidden", type=arg_positive_int, default=400)
+    parser.add_argument("--latent", type=arg_positive_int, default=None,
+                        help="size of z (default 20 dense, 2 conv)")
+    parser.add_argument("--hidden", type=arg_positive_int, default=None,
+                        help="the dense model's hidden units (default 400)")
     parser.add_argument("--seed", type=arg_non_negative_int, default=0)
     parser.add_argument("--threads", type=arg_positive_int, default=None)
     parser.add_argument("--train-size", type=arg_positive_int, default=None)
     args = parser.parse_args(argv)
+    if args.hidden is not None and args.model == "conv":
+        parser.error("--hidden applies to --model dense only")
+    if args.latent is None:
+        args.latent = 2 if args.model == "conv" else 20
 
     try:
         import torch
@@ -175,9 +197,11 @@ def main(argv=None):
     train = mnist.train_images[:args.train_size]
     test = mnist.test_images
     print(f"data: {mnist.source}, {len(train)} train / {len(test)} test images; "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads; "
+          f"{args.model} VAE, latent {args.latent}")
 
-    model = build_model(torch, args.latent, args.hidden)
+    model = (build_conv_model(torch, args.latent) if args.model == "conv"
+             else build_model(torch, args.latent, args.hidden or 400))
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     shuffle_rng = np.random.default_rng([args.seed, 1])
     eps_rng = np.random.default_rng([args.seed, TRAIN_EPS_STREAM])
