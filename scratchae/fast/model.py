@@ -34,9 +34,10 @@ and a checkpoint is the same whichever trained it.
 """
 
 from .. import backend
-from ..layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU, Reshape, Upsample2D
+from ..layers import Conv2D, ConvTranspose2D, Dense, Flatten, MaxPool2D, ReLU, Reshape, Upsample2D
 from ..models import Sequential, check_dout
-from . import ops
+from ..summary import summarize
+from . import ops, strided
 from .parallel import (
     MIN_WORK_PER_WORKER,
     Workers,
@@ -75,7 +76,7 @@ def _doubles(upsample, shape):
 #: The rewrite rules, by name: ``compile(model, rules=...)`` can leave some out
 #: (to measure what each one gains, ``benchmarks/throughput.py --without``).
 RULES = ("subpixel", "conv", "maxpool", "relu_pool", "fused_relu", "dense", "upsample",
-         "reshape")
+         "reshape", "strided_conv", "transposed_conv")
 
 
 def _rewrite(layers, i, shape, rules):
@@ -94,6 +95,11 @@ def _rewrite(layers, i, shape, rules):
         # a ReLU followed by a max-pool is left to the pool (it is cheaper there)
         relu = relu_next and not pool_next
         return ops.Conv(layer, _keys(i, layer), relu=relu), 1 + relu
+    if "strided_conv" in rules and isinstance(layer, Conv2D):  # any other Conv2D (fast/strided.py)
+        relu = relu_next and not pool_next
+        return strided.StridedConv(layer, _keys(i, layer), relu=relu), 1 + relu
+    if "transposed_conv" in rules and isinstance(layer, ConvTranspose2D):
+        return strided.TransposedConv(layer, _keys(i, layer), relu=relu_next), 1 + relu_next
     if {"maxpool", "relu_pool"} <= rules and isinstance(layer, ReLU) and _is_fast_pool(after[0]):
         return ops.MaxPool(after[0], relu=True), 2  # pool first, then ReLU on 4x fewer values
     if "maxpool" in rules and _is_fast_pool(layer):
@@ -136,7 +142,7 @@ def compile(model, *, input_grad=False, workers=None, rules=RULES):  # noqa: A00
         raise ValueError(f"fast.compile: unknown rules {unknown}; expected some of {RULES}")
     if hasattr(model, "compiled"):
         return model.compiled(lambda part, input_grad: compile(part, input_grad=input_grad,
-                                                               workers=1, rules=rules))
+                                                               workers=workers, rules=rules))
     if type(model) is not Sequential or any(hasattr(layer, "penalty") for layer in model.layers):
         # a model that adds its own terms to the loss (a sparsity penalty couples the
         # samples of a batch through its mean) runs as written, on one thread
@@ -216,6 +222,10 @@ class FastSequential:
 
     def output_shape(self, input_shape):
         return self.source.output_shape(input_shape)
+
+    def summary(self, input_shape=None):
+        """The textbook model's summary, with the fast rule computing each layer."""
+        return summarize(self, input_shape)
 
     def parameters(self):
         return self.source.parameters()

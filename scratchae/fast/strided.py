@@ -1,0 +1,167 @@
+"""Strided and transposed convolutions, channels-last: the conv VAE's layers.
+
+The same functions as :class:`scratchae.layers.Conv2D` at stride > 1 and
+:class:`scratchae.layers.ConvTranspose2D` (same parameter arrays), computed
+channels-last with the GEMMs asked in the shape BLAS runs fast. The one
+identity (derived in ``docs/fast.md`` section 12) is the transpose of a
+product::
+
+    A.T @ B = (B.T @ A).T
+
+A weight gradient is a product ``A.T @ B`` whose inner axis is the long
+one (N*OH*OW pixels) and whose result is small (KH*KW*C x O). OpenBLAS
+runs that shape one thread at a time in thin panels: for the conv VAE's
+``ConvTranspose2D(64, 32)`` at batch 128, ``x_rows.T @ dcols`` (64 x
+25,088 x 288) takes ~440 ms where ``(dcols.T @ x_rows).T``, the same
+numbers, takes ~10 ms (2-core CPU). The textbook layers write the first
+form (it is the derivation); these ops write the second.
+
+Otherwise they follow the textbook layers step for step (im2col and
+col2im, :mod:`scratchae.layers.conv`), with what every fast op does
+(``docs/fast.md`` sections 2 and 6): the layout stays channels-last between
+ops, the bias and a following ReLU are applied in place, and the first op
+with parameters skips dL/dx.
+"""
+
+from .. import backend
+from ..layers.conv import col2im, im2col
+from .conv import pad
+from .ops import Op, relu_, relu_backward
+
+
+def weight_gradient(a, d):
+    """``a.T @ d`` for tall ``a`` (M, K) and ``d`` (M, O), asked for with a tall result.
+
+    ``a.T @ d = (d.T @ a).T``: when K < O, the (O, K) product is computed
+    and transposed back (section 12 of ``docs/fast.md``).
+
+    Returns
+    -------
+    ndarray, shape (K, O), C-contiguous
+    """
+    if a.shape[1] >= d.shape[1]:
+        return a.T @ d
+    return backend.get_array_module(d).ascontiguousarray((d.T @ a).T)
+
+
+class StridedConv(Op):
+    """Conv2D at any stride (the ``conv`` rule takes stride 1), with an optional ReLU after it.
+
+    Forward: pad, im2col with the stride, one GEMM (as the textbook layer).
+    Backward: ``dW = (dout.T @ cols).T``; ``dx = col2im(dout @ W_mat.T)``.
+    """
+
+    def __init__(self, conv, keys, relu=False, input_grad=True):
+        super().__init__([conv], keys, input_grad)
+        self.relu = relu
+
+    def __repr__(self):
+        conv = self.layers[0]
+        (kh, kw), (sh, sw) = conv.kernel_size, conv.stride
+        return (f"StridedConv({conv.in_channels}->{conv.out_channels}, {kh}x{kw}, "
+                f"stride {sh}x{sw}, padding={conv.padding!r}{self._relu()})")
+
+    def _W_mat(self):
+        """``W`` (O, C, KH, KW) as W_mat (KH*KW*C, O), rows in im2col's (p, q, c) order."""
+        conv = self.layers[0]
+        return self.params["W"].transpose(2, 3, 1, 0).reshape(-1, conv.out_channels)
+
+    def forward(self, x):
+        """x : (N, H, W, C) -> y : (N, OH, OW, O)"""
+        conv = self.layers[0]
+        n, h, w, c = x.shape
+        _, o, oh, ow = conv.output_shape((n, c, h, w))
+        x_pad = pad(x, conv.pads(h, w))
+        cols = im2col(x_pad, conv.kernel_size, conv.stride)    # (N*OH*OW, KH*KW*C)
+        y = cols @ self._W_mat()                               # (N*OH*OW, O)
+        y += self.params["b"]
+        if self.relu:
+            relu_(y)
+        self._cache = (cols, y if self.relu else None, x.shape, x_pad.shape)
+        return y.reshape(n, oh, ow, o)
+
+    def backward(self, dout):
+        """dout : (N, OH, OW, O) -> dx : (N, H, W, C) or None"""
+        cols, y, x_shape, padded_shape = self._cached()
+        conv = self.layers[0]
+        o = conv.out_channels
+        d = (relu_backward(dout.reshape(-1, o), y) if self.relu
+             else dout.reshape(-1, o))                         # (N*OH*OW, O)
+        kh, kw = conv.kernel_size
+        c = conv.in_channels
+        dW_mat = weight_gradient(cols, d)  # dL/dW_mat = cols.T @ dout   (KH*KW*C, O)
+        self.grads = {"W": backend.get_array_module(d).ascontiguousarray(
+                          dW_mat.reshape(kh, kw, c, o).transpose(3, 2, 0, 1)),
+                      "b": d.sum(axis=0)}
+        if not self.input_grad:
+            return None
+        dcols = d @ self._W_mat().T  # dL/dcols = dout @ W_mat.T   (N*OH*OW, KH*KW*C)
+        dx_pad = col2im(dcols, padded_shape, conv.kernel_size, conv.stride)
+        n, h, w, _ = x_shape
+        (top, _), (left, _) = conv.pads(h, w)
+        if dx_pad.shape == x_shape:
+            return dx_pad
+        return dx_pad[:, top:top + h, left:left + w].copy()  # padding gets no gradient
+
+
+class TransposedConv(Op):
+    """ConvTranspose2D (any stride, padding, output_padding), with an optional ReLU after it.
+
+    Forward: ``cols = x_rows @ W_mat``, col2im onto the full output, crop
+    (as the textbook layer). Backward: ``dcols = im2col(pad(dout))``;
+    ``dW = (dcols.T @ x_rows).T``; ``dx = dcols @ W_mat.T``.
+    """
+
+    def __init__(self, layer, keys, relu=False, input_grad=True):
+        super().__init__([layer], keys, input_grad)
+        self.relu = relu
+
+    def __repr__(self):
+        t = self.layers[0]
+        (kh, kw), (sh, sw) = t.kernel_size, t.stride
+        return (f"TransposedConv({t.in_channels}->{t.out_channels}, {kh}x{kw}, "
+                f"stride {sh}x{sw}, padding={t.padding}, "
+                f"output_padding={t.output_padding}{self._relu()})")
+
+    def _W_mat(self):
+        """``W`` (C, O, KH, KW) as W_mat (C, KH*KW*O), columns in im2col's (p, q, o) order."""
+        t = self.layers[0]
+        return self.params["W"].transpose(0, 2, 3, 1).reshape(t.in_channels, -1)
+
+    def forward(self, x):
+        """x : (N, H, W, C) -> y : (N, OH, OW, O)"""
+        t = self.layers[0]
+        xp = backend.get_array_module(x)
+        n, h, w, c = x.shape
+        _, o, oh, ow = t.output_shape((n, c, h, w))
+        x_rows = x.reshape(-1, c)                               # one row per input pixel
+        cols = x_rows @ self._W_mat()                           # (N*H*W, KH*KW*O)
+        (kh, kw), (sh, sw), (ah, aw) = t.kernel_size, t.stride, t.output_padding
+        full = (n, (h - 1) * sh + kh + ah, (w - 1) * sw + kw + aw, o)
+        y_full = col2im(cols, full, t.kernel_size, t.stride)    # (N, FH, FW, O)
+        p = t.padding
+        y = xp.add(y_full[:, p:p + oh, p:p + ow], self.params["b"])  # crop; a new array
+        if self.relu:
+            relu_(y)
+        self._cache = (x_rows, y if self.relu else None, x.shape)
+        return y
+
+    def backward(self, dout):
+        """dout : (N, OH, OW, O) -> dx : (N, H, W, C) or None"""
+        x_rows, y, x_shape = self._cached()
+        t = self.layers[0]
+        d = relu_backward(dout, y) if self.relu else dout       # (N, OH, OW, O)
+        p = t.padding
+        d_full = pad(d, ((p, p), (p, p)))  # the cropped border got no gradient
+        dcols = im2col(d_full, t.kernel_size, t.stride)  # dL/dcols  (N*H*W, KH*KW*O)
+        kh, kw = t.kernel_size
+        c = t.in_channels
+        dW_mat = weight_gradient(x_rows, dcols)  # dL/dW_mat = x_rows.T @ dcols  (C, KH*KW*O)
+        xp = backend.get_array_module(d)
+        self.grads = {"W": xp.ascontiguousarray(dW_mat.reshape(c, kh, kw, -1)
+                                                .transpose(0, 3, 1, 2)),
+                      "b": d.reshape(-1, d.shape[-1]).sum(axis=0)}
+        if not self.input_grad:
+            return None
+        n, h, w, _ = x_shape
+        return (dcols @ self._W_mat().T).reshape(n, h, w, c)  # dL/dx_rows = dcols @ W_mat.T

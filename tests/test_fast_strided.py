@@ -1,0 +1,95 @@
+"""The strided and transposed convolutions of the fast path (scratchae/fast/strided.py).
+
+Each op against the textbook layer it replaces, in float64: the output,
+dL/dx and every parameter gradient agree to a relative error below 1e-9,
+on awkward shapes (odd sizes, non-square kernels and strides, padding at
+least the kernel, output_padding, a fused ReLU, worker threads).
+"""
+import numpy as np
+import pytest
+from test_fast import _biased, _rel, _x, assert_same_as_textbook
+
+import scratchae.fast.model as fast_model
+from scratchae import fast
+from scratchae.fast import ops
+from scratchae.fast.strided import StridedConv, TransposedConv, weight_gradient
+from scratchae.layers import Conv2D, ConvTranspose2D, ReLU, Sigmoid
+from scratchae.models import Sequential
+from scratchae.vae import conv_vae
+
+from conftest import to_np, to_xp
+
+F64 = np.float64
+
+
+@pytest.mark.parametrize("cin, cout, kernel, stride, padding, shape", [
+    (3, 4, 3, 2, 1, (2, 3, 7, 6)),               # the conv VAE's layers, odd sizes
+    (3, 4, 3, 2, "same", (2, 3, 7, 5)),          # TensorFlow's 'same': padded bottom/right
+    (2, 3, (3, 2), (2, 3), "valid", (2, 2, 9, 8)),  # non-square kernel and stride
+    (4, 2, 3, 2, 0, (3, 4, 8, 8)),               # O < C
+    (2, 3, (1, 5), 1, 2, (2, 2, 4, 6)),          # stride 1, padding 2 >= kernel height 1
+])
+@pytest.mark.parametrize("relu", [False, True])
+def test_strided_conv(backend, cin, cout, kernel, stride, padding, shape, relu):
+    layers = [Conv2D(cin, cout, kernel, stride=stride, padding=padding, dtype=F64, seed=0)]
+    net = assert_same_as_textbook(_biased(Sequential(layers + [ReLU()] * relu)), _x(shape))
+    assert [type(op) for op in net.ops] == [StridedConv] and net.ops[0].relu == relu
+
+
+@pytest.mark.parametrize("cin, cout, kernel, stride, padding, output_padding, shape", [
+    (3, 4, 3, 2, 1, 1, (2, 3, 4, 5)),            # the conv VAE's x2 layers
+    (3, 1, 3, 1, 1, 0, (2, 3, 5, 4)),            # its last layer: stride 1
+    (2, 3, (3, 2), (3, 2), 2, (1, 0), (2, 2, 3, 4)),  # non-square, cropping 2
+    (4, 2, 3, 2, 0, 0, (2, 4, 3, 3)),            # no crop, O < C
+    (2, 5, 2, 2, 0, 1, (1, 2, 3, 2)),            # kernel = stride: no overlap
+])
+@pytest.mark.parametrize("relu", [False, True])
+def test_transposed_conv(backend, cin, cout, kernel, stride, padding, output_padding, shape,
+                         relu):
+    layers = [ConvTranspose2D(cin, cout, kernel, stride=stride, padding=padding,
+                              output_padding=output_padding, dtype=F64, seed=0)]
+    net = assert_same_as_textbook(_biased(Sequential(layers + [ReLU()] * relu)), _x(shape))
+    assert [type(op) for op in net.ops] == [TransposedConv] and net.ops[0].relu == relu
+
+
+def test_the_layers_after_them_still_run_as_written(backend):
+    model = _biased(Sequential([ConvTranspose2D(3, 2, 3, stride=2, padding=1, output_padding=1,
+                                                dtype=F64, seed=0), Sigmoid()]))
+    net = assert_same_as_textbook(model, _x((2, 3, 4, 5)))
+    assert [type(op) for op in net.ops] == [TransposedConv, ops.Textbook]
+
+
+def test_the_conv_vae_parts_with_workers(backend, monkeypatch):
+    """Encoder and decoder of the conv VAE, split over worker threads: only rounding differs."""
+    monkeypatch.setattr(fast_model, "MIN_WORK_PER_WORKER", 1)
+    model = conv_vae(latent=3, seed=1, dtype=F64)
+    workers = 2 if backend == "numpy" else 1
+    rng = np.random.default_rng(4)
+    assert_same_as_textbook(_biased(model.encoder), rng.uniform(size=(5, 1, 28, 28)), workers)
+    net = assert_same_as_textbook(_biased(model.decoder), rng.standard_normal((5, 3)), workers)
+    assert [type(op).__name__ for op in net.ops] == [
+        "Dense", "Reshape", "TransposedConv", "TransposedConv", "TransposedConv"]
+
+
+def test_no_dx_for_a_first_strided_layer(backend):
+    for layer in (Conv2D(3, 4, 3, stride=2, padding=1, dtype=F64, seed=0),
+                  ConvTranspose2D(3, 4, 3, stride=2, padding=1, output_padding=1, dtype=F64,
+                                  seed=0)):
+        model = Sequential([layer])
+        x = to_xp(_x((2, 3, 5, 6)))
+        with_dx, without = fast.compile(model, input_grad=True), fast.compile(model)
+        dout = to_xp(_x(tuple(with_dx.forward(x).shape), seed=3))
+        assert with_dx.backward(dout).shape == x.shape
+        without.forward(x)
+        assert without.backward(dout) is None
+        for key, g in with_dx.grads.items():
+            assert _rel(without.grads[key], g) < 1e-12
+
+
+@pytest.mark.parametrize("k, o", [(9, 32), (288, 64), (64, 288)])
+def test_weight_gradient_is_the_product_either_way(backend, k, o):
+    rng = np.random.default_rng(5)
+    a, d = to_xp(rng.standard_normal((50, k))), to_xp(rng.standard_normal((50, o)))
+    g = weight_gradient(a, d)
+    assert g.shape == (k, o) and g.flags.c_contiguous
+    np.testing.assert_allclose(to_np(g), to_np(a).T @ to_np(d), rtol=1e-12, atol=1e-12)
