@@ -350,7 +350,7 @@ def vae(latent=20, hidden=400, *, seed=0, dtype=np.float32):
     return VAE(encoder, decoder, latent, sampler=sampler, name="vae")
 
 
-def conv_vae(latent=2, *, seed=0, dtype=np.float32):
+def conv_vae(latent=2, hidden=16, *, channels=(32, 64), seed=0, dtype=np.float32):
     """The convolutional VAE of Keras's example (``keras.io/examples/generative/vae``).
 
     ::
@@ -373,6 +373,11 @@ def conv_vae(latent=2, *, seed=0, dtype=np.float32):
     ----------
     latent : int, default 2
         K, the size of z (Keras's example uses 2).
+    hidden : int, default 16
+        Units of the Dense layer between the convolutions and the two heads.
+    channels : (int, int), default (32, 64)
+        Output channels of the two stride-2 convolutions (and, mirrored,
+        of the two stride-2 transposed ones).
     seed : int, default 0
         Seeds the Glorot-uniform weights (``default_rng(seed)``) and the
         sampler's eps (``default_rng([seed, 4])``).
@@ -386,6 +391,8 @@ def conv_vae(latent=2, *, seed=0, dtype=np.float32):
         encoder, 65,089 in the decoder).
     """
     latent = validate.positive_int(latent, "latent", "conv_vae")
+    hidden = validate.positive_int(hidden, "hidden", "conv_vae")
+    c1, c2 = validate.int_pair(channels, "channels", "conv_vae")
     seed = validate.non_negative_int(seed, "seed", "conv_vae")
     dtype = validate.float_dtype(dtype, "conv_vae")
     rng = np.random.default_rng(seed)
@@ -398,18 +405,18 @@ def conv_vae(latent=2, *, seed=0, dtype=np.float32):
                                output_padding=stride - 1, dtype=dtype, rng=rng)
 
     encoder = Sequential([
-        down(1, 32), ReLU(),                                 # (32, 14, 14)
-        down(32, 64), ReLU(),                                # (64, 7, 7)
+        down(1, c1), ReLU(),                                 # (32, 14, 14)
+        down(c1, c2), ReLU(),                                # (64, 7, 7)
         Flatten(),                                           # 3136
-        Dense(64 * 7 * 7, 16, dtype=dtype, rng=rng), ReLU(),
-        Dense(16, 2 * latent, dtype=dtype, rng=rng),         # [mu | logvar]
+        Dense(c2 * 7 * 7, hidden, dtype=dtype, rng=rng), ReLU(),
+        Dense(hidden, 2 * latent, dtype=dtype, rng=rng),     # [mu | logvar]
     ], input_shape=MNIST_SHAPE, name="conv_vae.encoder")
     decoder = Sequential([
-        Dense(latent, 64 * 7 * 7, dtype=dtype, rng=rng), ReLU(),
-        Reshape((64, 7, 7)),
-        up(64, 64), ReLU(),                                  # (64, 14, 14)
-        up(64, 32), ReLU(),                                  # (32, 28, 28)
-        up(32, 1, stride=1),                                 # logits (1, 28, 28)
+        Dense(latent, c2 * 7 * 7, dtype=dtype, rng=rng), ReLU(),
+        Reshape((c2, 7, 7)),
+        up(c2, c2), ReLU(),                                  # (64, 14, 14)
+        up(c2, c1), ReLU(),                                  # (32, 28, 28)
+        up(c1, 1, stride=1),                                 # logits (1, 28, 28)
     ], input_shape=(latent,), name="conv_vae.decoder")
     sampler = GaussianSampler(rng=np.random.default_rng([seed, SAMPLER_STREAM]))
     return VAE(encoder, decoder, latent, sampler=sampler, name="conv_vae")

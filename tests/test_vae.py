@@ -446,3 +446,158 @@ def test_compiled_vae_is_the_same_function(backend):
     assert net.backward(rec.backward()) is None
     for key, g in net.grads.items():
         np.testing.assert_allclose(to_np(g), grads[key], rtol=1e-9, atol=1e-12, err_msg=key)
+
+
+# --------------------------------------------------------------------------
+# The convolutional VAE (Keras's example): conv_vae()
+# --------------------------------------------------------------------------
+def small_conv_vae(latent=3, seed=0):
+    """conv_vae at the real geometry with 2 and 3 channels and 5 hidden units, float64,
+    with small positive biases (ReLUs off their kink)."""
+    from scratchae.vae import conv_vae
+
+    model = conv_vae(latent=latent, hidden=5, channels=(2, 3), seed=seed, dtype=np.float64)
+    rng = np.random.default_rng(seed + 100)
+    for key, p in model.params.items():
+        if key.endswith(".b"):
+            p[...] = to_xp(rng.uniform(0.01, 0.05, p.shape), dtype=p.dtype)
+    return model
+
+
+def test_conv_vae_gradcheck_whole_loss(backend):
+    """dL/dx and every dL/dparam of L = BernoulliNLL(conv_vae(x), t) + KL, eps frozen:
+    stride-2 convs, transposed convs and both paths into the encoder (20 entries each).
+
+    The step is 1e-5 (see test_vae_gradcheck_whole_loss), and 1e-6 for an array that
+    fails at 1e-5: a bias of a transposed conv moves all 1,568 pre-activations of its
+    channel at once, and a few lie within 1e-5 of a ReLU's kink (measured: 4e-6), where
+    the central difference straddles it. A right gradient agrees at a step small enough
+    not to straddle; a wrong one at none (``python -m scratchae.gradcheck`` does the same).
+
+    (The gradcheck table's row: ``Check("vae_conv_loss", lambda s: _VAELoss(_biased(
+    conv_vae(latent=3, hidden=5, channels=(2, 3), seed=s, dtype=F64), s), s),
+    (2, 1, 28, 28), "images", steps=(1e-5, 1e-6), max_entries=12)``.)
+    """
+    rng = np.random.default_rng(20)
+    model = small_conv_vae()
+    x, t = images(rng, 2), images(rng, 2)
+    rec = BernoulliNLL()
+
+    def loss():
+        return float(rec.forward(model.forward(x), t) + model.penalty())
+
+    loss()
+    model.sampler.freeze()
+    dx = model.backward(rec.backward())
+    analytic = {"dx": to_np(dx), **{k: to_np(g) for k, g in model.grads.items()}}
+    errors = {}
+    for name, array in {"dx": x, **model.params}.items():
+        for eps in (1e-5, 1e-6):
+            sample = np.random.default_rng(len(errors))  # the same entries at both steps
+            errors[name] = min(errors.get(name, np.inf), sampled_error(
+                analytic[name], loss, array, sample, max_entries=20, eps=eps))
+            if errors[name] < TOL:
+                break
+    assert max(errors.values()) < TOL, errors
+    assert len(errors) == 1 + 16  # dx and the 8 layers' W and b
+
+
+def test_conv_vae_is_keras_s_model():
+    from scratchae.vae import conv_vae
+
+    model = conv_vae()
+    assert model.latent == 2 and model.name == "conv_vae"
+    # Keras's summary: 69,076 parameters in the encoder, 65,089 in the decoder
+    assert sum(p.size for p in model.encoder.parameters()) == 69_076
+    assert sum(p.size for p in model.decoder.parameters()) == 65_089
+    assert model.encoder.output_shape((5, 1, 28, 28)) == (5, 4)
+    summary = model.summary()
+    assert [row.output_shape for row in summary.rows] == [
+        (32, 14, 14), (32, 14, 14), (64, 7, 7), (64, 7, 7), (3136,), (16,), (16,), (4,),  # encoder
+        (2,),                                                                       # z
+        (3136,), (3136,), (64, 7, 7), (64, 14, 14), (64, 14, 14), (32, 28, 28), (32, 28, 28),
+        (1, 28, 28)]
+    assert conv_vae(latent=20).params["encoder.7.W"].shape == (16, 40)
+    with pytest.raises(ValueError, match="conv_vae: latent must be a positive int"):
+        conv_vae(latent=0)
+
+
+def test_conv_vae_transposed_convs_have_pytorch_s_geometry():
+    """ConvTranspose2D(stride 2, padding 1, output_padding 1) is the adjoint of
+    Conv2D(stride 2, padding 1) from 2H to H (PyTorch's geometry), not of TensorFlow's
+    'same' (which pads the bottom/right only): input pixel i paints outputs 2i-1..2i+1."""
+    from scratchae.layers import Conv2D, ConvTranspose2D
+
+    up = ConvTranspose2D(1, 1, 3, stride=2, padding=1, output_padding=1, dtype=np.float64,
+                         seed=0)
+    x = np.zeros((1, 1, 7, 7))
+    x[0, 0, 3, 3] = 1.0
+    painted = np.argwhere(up.forward(x)[0, 0] != 0)
+    assert painted.min(axis=0).tolist() == [5, 5] and painted.max(axis=0).tolist() == [7, 7]
+    rng = np.random.default_rng(22)
+    for padding, adjoint in ((1, True), ("same", False)):
+        down = Conv2D(1, 1, 3, stride=2, padding=padding, dtype=np.float64, seed=0)
+        down.params["W"][...] = up.params["W"]  # the same kernel, read the other way
+        a, b = rng.standard_normal((1, 1, 7, 7)), rng.standard_normal((1, 1, 14, 14))
+        # <up(a), b> = <a, down(b)> holds exactly for the adjoint geometry
+        same = np.isclose((up.forward(a) * b).sum(), (a * down.forward(b)).sum(), rtol=1e-12)
+        assert same == adjoint, padding
+
+
+def test_compiled_conv_vae_is_the_same_function(backend):
+    """fast.compile of the conv VAE: its strided convs and transposed convs become
+    StridedConv / TransposedConv ops; output, loss, dx and every gradient as the textbook's."""
+    model = small_conv_vae(latent=2, seed=3)
+    net = model.compiled(lambda part, input_grad: fast.compile(part, input_grad=True, workers=1))
+    assert "StridedConv" in repr(net.encoder) and "TransposedConv" in repr(net.decoder)
+    assert "Textbook" not in repr(net.encoder) + repr(net.decoder)
+    x = images(np.random.default_rng(23), 3)
+    rec = BernoulliNLL()
+    state = model.rng_state()
+    logits = model.forward(x)
+    loss = float(rec.forward(logits, x) + model.penalty())
+    dx = to_np(model.backward(rec.backward()))
+    logits = to_np(logits)
+    grads = {k: to_np(g) for k, g in model.grads.items()}
+    model.set_rng_state(state)  # the same eps again
+    fast_logits = net.forward(x)
+    np.testing.assert_allclose(to_np(fast_logits), logits, rtol=1e-9, atol=1e-12)
+    assert float(rec.forward(fast_logits, x) + net.penalty()) == pytest.approx(loss, rel=1e-12)
+    np.testing.assert_allclose(to_np(net.backward(rec.backward())), dx, rtol=1e-9, atol=1e-12)
+    assert list(net.grads) == list(grads)
+    for key, g in net.grads.items():
+        np.testing.assert_allclose(to_np(g), grads[key], rtol=1e-9, atol=1e-12, err_msg=key)
+
+
+def test_conv_vae_demo_runs_a_few_batches(tmp_path):
+    """demos/vae.py --model conv on 256 digits of the bundled sample: every figure, the summary."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from test_train import VAE_SUMMARY, _sample_idx_dir
+
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run(
+        [sys.executable, str(root / "demos" / "vae.py"), "--model", "conv", "--epochs", "1",
+         "--train-size", "256", "--summary", "--out", str(tmp_path), "--no-progress",
+         "--data-dir", str(_sample_idx_dir(tmp_path, n_train=256, n_test=50))],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert VAE_SUMMARY.match(lines[-1]), result.stdout
+    assert lines[0] == "conv_vae: input (1, 28, 28), float32"  # --summary comes first
+    assert "134,165" in result.stdout and "transposed_conv" in result.stdout
+    for name in ("conv_vae", "conv_vae_samples", "conv_vae_interpolations", "conv_vae_latent",
+                 "conv_vae_manifold", "conv_vae_loss"):
+        assert (tmp_path / f"{name}.png").read_bytes()[:4] == b"\x89PNG", name
+    assert (tmp_path / "conv_vae.npz").exists() and not (tmp_path / "vae.npz").exists()
+    bad = subprocess.run(
+        [sys.executable, str(root / "demos" / "vae.py"), "--model", "conv", "--hidden", "8",
+         "--out", str(tmp_path), "--data-dir", str(tmp_path / "mnist")],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert bad.returncode == 1
+    assert bad.stderr.strip() == ("error: --hidden applies to --model dense only (the conv VAE "
+                                  "has Keras's layers)")
