@@ -55,7 +55,7 @@ Usage
 
 Options: ``--model`` (dense or conv), ``--epochs`` (10), ``--batch-size``
 (128), ``--lr`` (1e-3), ``--latent`` (20 dense, 2 conv), ``--hidden``
-(400, dense only), ``--seed`` (0), ``--threads`` (torch's default),
+(400 dense, 16 conv), ``--seed`` (0), ``--threads`` (torch's default),
 ``--train-size`` (all).
 """
 
@@ -103,7 +103,7 @@ def build_model(torch, latent, hidden):
     return VAE()
 
 
-def build_conv_model(torch, latent):
+def build_conv_model(torch, latent, hidden=16):
     """Keras's convolutional VAE (scratchae.vae.conv_vae), layer for layer."""
     nn = torch.nn
 
@@ -113,8 +113,8 @@ def build_conv_model(torch, latent):
             self.encoder = nn.Sequential(
                 nn.Conv2d(1, 32, 3, stride=2, padding=1), nn.ReLU(),   # (32, 14, 14)
                 nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.ReLU(),  # (64, 7, 7)
-                nn.Flatten(), nn.Linear(64 * 7 * 7, 16), nn.ReLU(),
-                nn.Linear(16, 2 * latent))                             # [mu | logvar]
+                nn.Flatten(), nn.Linear(64 * 7 * 7, hidden), nn.ReLU(),
+                nn.Linear(hidden, 2 * latent))                         # [mu | logvar]
             self.decoder = nn.Sequential(
                 nn.Linear(latent, 64 * 7 * 7), nn.ReLU(), nn.Unflatten(1, (64, 7, 7)),
                 nn.ConvTranspose2d(64, 64, 3, stride=2, padding=1, output_padding=1),
@@ -174,13 +174,12 @@ def main(argv=None):
     parser.add_argument("--latent", type=arg_positive_int, default=None,
                         help="size of z (default 20 dense, 2 conv)")
     parser.add_argument("--hidden", type=arg_positive_int, default=None,
-                        help="the dense model's hidden units (default 400)")
+                        help="units of the Dense layer before mu and logvar "
+                             "(default 400 dense, 16 conv)")
     parser.add_argument("--seed", type=arg_non_negative_int, default=0)
     parser.add_argument("--threads", type=arg_positive_int, default=None)
     parser.add_argument("--train-size", type=arg_positive_int, default=None)
     args = parser.parse_args(argv)
-    if args.hidden is not None and args.model == "conv":
-        parser.error("--hidden applies to --model dense only")
     if args.latent is None:
         args.latent = 2 if args.model == "conv" else 20
 
@@ -200,7 +199,7 @@ def main(argv=None):
           f"torch {torch.__version__}, {torch.get_num_threads()} threads; "
           f"{args.model} VAE, latent {args.latent}")
 
-    model = (build_conv_model(torch, args.latent) if args.model == "conv"
+    model = (build_conv_model(torch, args.latent, args.hidden or 16) if args.model == "conv"
              else build_model(torch, args.latent, args.hidden or 400))
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     shuffle_rng = np.random.default_rng([args.seed, 1])

@@ -107,16 +107,14 @@ def _extra_args(parser):
                         help="size of z (default: 20 for --model dense, 2 for conv as in "
                              "Keras's example; 2 draws the latent space)")
     parser.add_argument("--hidden", type=arg_positive_int, default=None,
-                        help="units of the dense model's hidden layer (default 400)")
+                        help="units of the hidden Dense layer before mu and logvar (default: "
+                             "400 for --model dense, 16 for conv)")
 
 
 def build_model(args):
     """The VAE the flags ask for."""
     if args.model == "conv":
-        if args.hidden is not None:
-            raise ValueError("--hidden applies to --model dense only (the conv VAE has "
-                             "Keras's layers)")
-        return conv_vae(latent=args.latent or 2, seed=args.seed)
+        return conv_vae(latent=args.latent or 2, hidden=args.hidden or 16, seed=args.seed)
     return vae(latent=args.latent or 20, hidden=args.hidden or 400, seed=args.seed)
 
 
