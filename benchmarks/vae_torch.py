@@ -53,7 +53,9 @@ Usage
     python benchmarks/vae_torch.py --data-dir DIR --model conv     # latent 2
     python benchmarks/vae_torch.py --data-dir DIR --epochs 1 --threads 1
 
-Options: ``--model`` (dense or conv), ``--epochs`` (10), ``--batch-size``
+Options: ``--model`` (dense or conv), ``--init`` (torch: PyTorch's default
+initialisation; scratchae: scratchae's initial weights for the same seed),
+``--epochs`` (10), ``--batch-size``
 (128), ``--lr`` (1e-3), ``--latent`` (20 dense, 2 conv), ``--hidden``
 (400 dense, 16 conv), ``--seed`` (0), ``--threads`` (torch's default),
 ``--train-size`` (all).
@@ -132,6 +134,40 @@ def build_conv_model(torch, latent, hidden=16):
     return ConvVAE()
 
 
+def copy_scratchae_init(torch, model, args):
+    """Start from scratchae's initial weights (Glorot uniform, zero biases): ``--init scratchae``.
+
+    The weights of ``scratchae.vae.conv_vae(seed=...)`` (or ``vae(...)``)
+    for the same flags, so that the two runs differ only in float rounding.
+    Conv2d and ConvTranspose2d weights have scratchae's layouts; a Linear's
+    weight is a Dense's ``W`` transposed; the dense model's two heads are the
+    two halves of scratchae's ``Dense(hidden, 2 * latent)``.
+    """
+    from scratchae.vae import conv_vae, vae
+
+    if args.model == "conv":
+        ref = conv_vae(latent=args.latent, hidden=args.hidden or 16, seed=args.seed)
+        targets = {f"{part}.{i}": getattr(model, part)[i]
+                   for part in ("encoder", "decoder") for i in (0, 2, 3, 5, 7)
+                   if isinstance(getattr(model, part)[i], (torch.nn.Conv2d, torch.nn.Linear,
+                                                           torch.nn.ConvTranspose2d))}
+    else:
+        ref = vae(latent=args.latent, hidden=args.hidden or 400, seed=args.seed)
+        targets = {"encoder.1": model.fc1, "decoder.0": model.fc3, "decoder.2": model.fc4}
+    params = {k: np.asarray(v) for k, v in ref.params.items()}
+    with torch.no_grad():
+        for key, module in targets.items():
+            W = params[f"{key}.W"]
+            module.weight.copy_(torch.from_numpy(W.T if W.ndim == 2 else W))
+            module.bias.copy_(torch.from_numpy(params[f"{key}.b"]))
+        if args.model == "dense":  # [W_mu | W_logvar]
+            W, b, k = params["encoder.3.W"], params["encoder.3.b"], args.latent
+            for head, cols in ((model.fc_mu, slice(0, k)), (model.fc_logvar, slice(k, 2 * k))):
+                head.weight.copy_(torch.from_numpy(W[:, cols].T))
+                head.bias.copy_(torch.from_numpy(b[cols]))
+    return len(targets) + (2 if args.model == "dense" else 0)
+
+
 def losses(torch, logits, x, mu, logvar):
     """Per-image reconstruction NLL and KL, both shape (N,), in nats."""
     F = torch.nn.functional
@@ -178,6 +214,9 @@ def main(argv=None):
                              "(default 400 dense, 16 conv)")
     parser.add_argument("--seed", type=arg_non_negative_int, default=0)
     parser.add_argument("--threads", type=arg_positive_int, default=None)
+    parser.add_argument("--init", choices=("torch", "scratchae"), default="torch",
+                        help="PyTorch's default initialisation, or scratchae's initial weights "
+                             "for the same --seed (then only float rounding differs)")
     parser.add_argument("--train-size", type=arg_positive_int, default=None)
     args = parser.parse_args(argv)
     if args.latent is None:
@@ -201,6 +240,9 @@ def main(argv=None):
 
     model = (build_conv_model(torch, args.latent, args.hidden or 16) if args.model == "conv"
              else build_model(torch, args.latent, args.hidden or 400))
+    if args.init == "scratchae":
+        layers = copy_scratchae_init(torch, model, args)
+        print(f"init: scratchae's initial weights for seed {args.seed} ({layers} layers)")
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     shuffle_rng = np.random.default_rng([args.seed, 1])
     eps_rng = np.random.default_rng([args.seed, TRAIN_EPS_STREAM])

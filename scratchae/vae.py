@@ -222,6 +222,13 @@ class VAE:
         twin.decoder = compile_part(self.decoder, input_grad=True)
         return twin
 
+    def workers_for(self, batch_shape):
+        """Threads a batch of ``batch_shape`` is split over in the compiled parts (the most of
+        the encoder's and the decoder's; 1 for textbook parts)."""
+        parts = ((self.encoder, tuple(batch_shape)), (self.decoder, (batch_shape[0], self.latent)))
+        return max(part.workers_for(shape) if hasattr(part, "workers_for") else 1
+                   for part, shape in parts)
+
     def output_shape(self, input_shape):
         """Shape of the logits for a batch of ``input_shape`` (N, 1, 28, 28)."""
         return self.decoder.output_shape((input_shape[0], self.latent))
