@@ -22,6 +22,10 @@ reshape     Flatten, Reshape((C, H, W))         ``Flatten``, ``Reshape``
             anything else                       ``Textbook``: the layer as written
 ==========  ==================================  ====================================
 
+(and, before "anything else", the rules of :mod:`scratchae.fast.strided`:
+``strided_conv``, any other Conv2D [+ ReLU] -> ``StridedConv``, and
+``transposed_conv``, ConvTranspose2D [+ ReLU] -> ``TransposedConv``)
+
 and two rules about the whole model: the first op with parameters skips
 dL/dx (training needs no gradient for the input images), and on the CPU
 the batch is split over worker threads where that pays
