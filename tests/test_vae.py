@@ -593,3 +593,49 @@ def test_conv_vae_demo_runs_a_few_batches(tmp_path):
                  "conv_vae_manifold", "conv_vae_loss"):
         assert (tmp_path / f"{name}.png").read_bytes()[:4] == b"\x89PNG", name
     assert (tmp_path / "conv_vae.npz").exists() and not (tmp_path / "vae.npz").exists()
+
+
+@pytest.mark.parametrize("model", ["conv", "dense"])
+def test_the_pytorch_twin_is_the_same_function(model):
+    """benchmarks/vae_torch.py's model, from scratchae's initial weights (--init scratchae),
+    computes scratchae's function: same layers, padding geometry and flatten order."""
+    torch = pytest.importorskip("torch")
+    import argparse
+    import importlib.util
+    from pathlib import Path
+
+    from scratchae.vae import conv_vae
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "vae_torch.py"
+    spec = importlib.util.spec_from_file_location("vae_torch", path)
+    twin_module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(twin_module)
+    args = argparse.Namespace(model=model, latent=3, hidden=None, seed=4)
+    if model == "conv":
+        ours, twin = conv_vae(latent=3, seed=4), twin_module.build_conv_model(torch, 3)
+    else:
+        ours, twin = vae(latent=3, seed=4), twin_module.build_model(torch, 3, 400)
+    twin_module.copy_scratchae_init(torch, twin, args)
+    rng = np.random.default_rng(24)
+    x = rng.uniform(0, 1, (4, 1, 28, 28)).astype(np.float32)
+    eps = rng.standard_normal((4, 3), dtype=np.float32)
+    mu, logvar = ours.encode(x)
+    logits = ours.decode(ours.sampler.forward(mu, logvar, eps))
+    with torch.no_grad():
+        t_logits, t_mu, t_logvar = twin(torch.from_numpy(x), torch.from_numpy(eps))
+    np.testing.assert_allclose(t_mu.numpy(), mu, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(t_logvar.numpy(), logvar, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(t_logits.numpy(), logits, rtol=1e-4, atol=1e-4)
+
+
+def test_a_compiled_vae_splits_its_decoder_over_the_workers():
+    from scratchae.vae import conv_vae
+
+    model = conv_vae()
+    assert model.workers_for((128, 1, 28, 28)) == 1  # textbook parts: one thread
+    net = fast.compile(model, workers=2)
+    # the decoder has ~85,000 layer outputs per image, the encoder ~22,000
+    assert net.decoder.workers_for((128, 2)) == 2 and net.encoder.workers_for((128, 1, 28, 28)) == 1
+    assert net.workers_for((128, 1, 28, 28)) == 2
+    assert fast.compile(model, workers=1).workers_for((128, 1, 28, 28)) == 1
+    assert fast.compile(vae(), workers=2).workers_for((128, 1, 28, 28)) == 1  # too little work
