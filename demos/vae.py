@@ -104,11 +104,11 @@ def _extra_args(parser):
     parser.add_argument("--model", choices=("dense", "conv"), default="dense",
                         help="PyTorch's example VAE (dense) or Keras's convolutional one (conv)")
     parser.add_argument("--latent", type=arg_positive_int, default=None,
-                        help="size of z (default: 20 for --model dense, 2 for conv as in "
-                             "Keras's example; 2 draws the latent space)")
+                        help="size of z; 2 draws the latent space "
+                             "(default: 20 for --model dense, 2 for conv as in Keras's example)")
     parser.add_argument("--hidden", type=arg_positive_int, default=None,
-                        help="units of the hidden Dense layer before mu and logvar (default: "
-                             "400 for --model dense, 16 for conv)")
+                        help="units of the hidden Dense layer before mu and logvar "
+                             "(default: 400 for --model dense, 16 for conv)")
 
 
 def build_model(args):
