@@ -3,7 +3,7 @@
 :class:`scratchae.layers.Conv2D` computes a convolution as pad, im2col and
 one matrix product. This module computes the same function, and its
 gradients, the plainest way there is: one Python loop per free index of
-the sums of docs/backprop.md §4, and the sum itself over one window.
+the sums of docs/backprop.md §3, and the sum itself over one window.
 It is slow, it runs on NumPy only, and it is the reference the textbook
 layer is tested against (``tests/test_naive.py``): when you derive a
 convolution's backward by hand, write this first.

@@ -2,7 +2,7 @@
 
 Small awkward shapes (stride 2, asymmetric 'same' padding, non-square
 kernels, odd sizes, fewer output than input channels), float64: the
-output, dx, dW and db. Plus the worked 4x4 example of docs/backprop.md §4,
+output, dx, dW and db. Plus the worked 4x4 example of docs/backprop.md §3,
 whose numbers the docs print.
 """
 
@@ -44,7 +44,7 @@ def test_naive_loops_equal_conv2d(backend, cin, cout, kernel, stride, padding, s
 
 
 def test_worked_example_of_the_docs():
-    """docs/backprop.md §4: a 4x4 input, a 3x3 kernel, 'valid', dout = [[1, 2], [3, 4]]."""
+    """docs/backprop.md §3: a 4x4 input, a 3x3 kernel, 'valid', dout = [[1, 2], [3, 4]]."""
     x = np.arange(16.0).reshape(1, 1, 4, 4)
     W = np.arange(9.0).reshape(1, 1, 3, 3)
     dout = np.array([[[[1.0, 2.0], [3.0, 4.0]]]])
