@@ -32,9 +32,10 @@ available backend (after editing a ``backward``, run this)::
 """
 
 import argparse
+import inspect
 import sys
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -214,29 +215,78 @@ DEFAULT_TOL = 1e-6
 class Check:
     """One gradient check: what to build and what to feed it.
 
+    A row is either a **piece** (a layer, a loss, a VAE piece), given by its
+    textbook class and that class's arguments, which ``--impl`` can replace
+    by the reader's class; or a **model** (``build``), which it cannot.
+
     Attributes
     ----------
     name : str
         ``GROUP_VARIANT``, e.g. ``"conv2d_stride2"``; ``--layer`` matches its start.
-    build : callable
-        ``build(seed)`` returns the layer, model or loss, in float64.
+    layer : type, optional
+        The textbook class, built as ``layer(*args, **kwargs, dtype=float64,
+        seed=SEED)`` (``dtype`` and ``seed`` only where its constructor takes
+        them). ``--impl FILE.py:Class`` builds ``Class`` the same way.
+    args : tuple, or callable
+        Positional arguments of ``layer``; or ``args(seed)`` returning them,
+        for an argument that is itself built from the seed (another layer).
+    kwargs : dict
+        Keyword arguments of ``layer``.
     shape : tuple of int
-        Input shape.
+        Input shape (for a loss, the logits' shape).
     inputs : str
         How the input is drawn (see :func:`make_input`).
+    targets : str, optional
+        Set for a loss (``forward(logits, targets)``, then ``backward()``):
+        how its targets are drawn (see :func:`make_targets`).
+    wrap : callable, optional
+        ``wrap(piece)`` presents a piece with another interface as a layer
+        (the VAE's two-input pieces: :class:`_TwoInputs`).
     steps : tuple of float
         Central-difference steps: the first, then (for the arrays that
         failed) the next ones. See :func:`run_check`.
     max_entries : int, optional
         Check only this many random entries of each array (big models).
+    build : callable, optional
+        For a model: ``build(seed)`` returns it, in float64.
     """
 
     name: str
-    build: object
-    shape: tuple
+    layer: type = None
+    args: object = ()
+    kwargs: dict = field(default_factory=dict)
+    shape: tuple = ()
     inputs: str = "normal"
+    targets: str = None
+    wrap: object = None
     steps: tuple = (1e-6,)
     max_entries: int = None
+    build: object = None
+
+    def __post_init__(self):
+        if (self.layer is None) == (self.build is None) or not self.shape:
+            raise ValueError(f"Check {self.name!r}: give a shape and exactly one of layer "
+                             f"(a textbook class) and build (a model builder)")
+
+    def arguments(self, seed):
+        """``(args, kwargs)`` building this check's piece (and an ``--impl`` class) for ``seed``."""
+        args = tuple(self.args(seed) if callable(self.args) else self.args)
+        accepted = inspect.signature(self.layer).parameters
+        extra = {k: v for k, v in (("dtype", F64), ("seed", seed)) if k in accepted}
+        return args, {**self.kwargs, **extra}
+
+    def make(self, seed, cls=None):
+        """Build the piece (or ``cls`` in its place, with the same arguments), or the model."""
+        if self.build is not None:
+            return self.build(seed)
+        args, kwargs = self.arguments(seed)
+        return (self.layer if cls is None else cls)(*args, **kwargs)
+
+    def as_layer(self, piece, targets=None):
+        """``piece`` as the checker sees it: itself, a loss with fixed targets, or wrapped."""
+        if self.targets is not None:
+            return _LossAsLayer(piece, targets)
+        return piece if self.wrap is None else self.wrap(piece)
 
 
 def _biased(model, seed):
@@ -262,35 +312,115 @@ def _fast(model):
     return fast.compile(model, input_grad=True, workers=1)
 
 
+class ImplError(Exception):
+    """A piece broke the layer interface (what its backward returned): reported as one line."""
+
+
+class _LossAsLayer:
+    """A loss with fixed targets as a layer: ``forward(x)`` is the 0-d loss of logits ``x``.
+
+    ``backward(dout)`` is ``loss.backward() * dout``, the gradient of the
+    checker's ``L = loss * dout`` (``dout`` is a random 0-d array).
+    """
+
+    takes_dout = False  # backward() has no dout that it could modify
+
+    def __init__(self, piece, targets):
+        self.piece, self.targets, self.params, self.grads = piece, targets, {}, {}
+        self._shape = None
+
+    def __repr__(self):
+        return repr(self.piece)
+
+    def forward(self, x):
+        self._shape = x.shape
+        return self.piece.forward(x, self.targets)
+
+    def backward(self, dout):
+        dlogits = self.piece.backward()
+        return _checked_array(dlogits, self.piece, "backward()", "dlogits", self._shape) * dout
+
+    @staticmethod
+    def split(dx):
+        """``dx`` under its name."""
+        return {"dlogits": dx}
+
+
 class _TwoInputs:
     """A piece with inputs (mu, logvar) seen by the checker as one input ``x = [mu | logvar]``.
 
-    ``x`` is (N, 2K). The sampler's eps is drawn on the first forward and then
-    frozen: the sampler is a deterministic function of mu and logvar only
-    with eps held fixed. The KL's 0-d output is checked like any other.
+    ``x`` is (N, 2K), ``dx`` is ``[dmu | dlogvar]``. A piece with noise it
+    can ``freeze`` (the sampler's eps) draws it on the first forward and
+    keeps it: the sampler is a deterministic function of mu and logvar only
+    with eps held fixed.
     """
+
+    takes_dout = True
 
     def __init__(self, piece):
         self.piece, self.params, self.grads = piece, {}, {}
+        self._shape = None
 
     def __repr__(self):
         return repr(self.piece)
 
     def forward(self, x):
         k = x.shape[1] // 2
+        self._shape = (x.shape[0], k)
         y = self.piece.forward(x[:, :k], x[:, k:])
-        if isinstance(self.piece, GaussianSampler) and not self.piece.frozen:
+        if getattr(self.piece, "frozen", True) is False:
             self.piece.freeze()
         return y
 
+    def _join(self, grads, call):
+        """``[dmu | dlogvar]`` from the pair a piece's backward returned."""
+        if not (isinstance(grads, (tuple, list)) and len(grads) == 2):
+            raise ImplError(f"{type(self.piece).__name__}.{call} must return the pair "
+                            f"(dmu, dlogvar), got {_describe(grads)}")
+        dmu, dlogvar = (_checked_array(g, self.piece, call, name, self._shape)
+                        for g, name in zip(grads, ("dmu", "dlogvar")))
+        return backend.get_array_module(dmu).concatenate([dmu, dlogvar], axis=1)
+
     def backward(self, dout):
-        xp = backend.get_array_module(dout)
-        if isinstance(self.piece, GaussianKL):  # a loss: its gradient times the scalar dout
-            dmu, dlogvar = self.piece.backward()
-            return xp.concatenate([dmu, dlogvar], axis=1) * dout
-        return xp.concatenate(self.piece.backward(dout), axis=1)
+        return self._join(self.piece.backward(dout), "backward(dz)")
+
+    @staticmethod
+    def split(dx):
+        """``dx`` (N, 2K) as ``{"dmu": (N, K), "dlogvar": (N, K)}``."""
+        k = dx.shape[1] // 2
+        return {"dmu": dx[:, :k], "dlogvar": dx[:, k:]}
 
 
+class _TwoInputsLoss(_TwoInputs):
+    """:class:`_TwoInputs` for a loss of (mu, logvar) (the KL): a 0-d output, ``backward()``."""
+
+    takes_dout = False
+
+    def backward(self, dout):
+        return self._join(self.piece.backward(), "backward()") * dout
+
+
+def _describe(value):
+    """``value`` in a few words, for an error message: ``None``, ``a tuple of 3``, ..."""
+    if value is None:
+        return "None"
+    if hasattr(value, "shape"):
+        return f"an array of shape {tuple(value.shape)}"
+    if isinstance(value, (tuple, list)):
+        return f"a {type(value).__name__} of {len(value)}"
+    return f"a {type(value).__name__}"
+
+
+def _checked_array(value, piece, call, name, shape):
+    """``value`` if it is an array of ``shape`` (or any shape if None), else :class:`ImplError`."""
+    if not hasattr(value, "shape") or not hasattr(value, "dtype"):
+        raise ImplError(f"{type(piece).__name__}.{call} must return {name}, an array"
+                        f"{'' if shape is None else f' of shape {tuple(shape)}'}, "
+                        f"got {_describe(value)}")
+    if shape is not None and tuple(value.shape) != tuple(shape):
+        raise ImplError(f"{type(piece).__name__}.{call}: {name} has shape "
+                        f"{tuple(value.shape)}, expected {tuple(shape)} (the input's)")
+    return value
 class _VAELoss:
     """The whole VAE loss, ``L = BernoulliNLL(vae(x), targets) + KL``, as a layer with a 0-d output.
 
@@ -324,38 +454,41 @@ class _VAELoss:
 
 
 def _checks():
+    # A layer: Check(name, TextbookClass, args=..., kwargs=..., shape=input shape, inputs=...);
+    # float64 and the seed are passed to the constructors that take dtype and seed.
+    conv = dict(layer=L.Conv2D, shape=(2, 3, 7, 5))
     checks = [
-        Check("dense", lambda s: L.Dense(6, 4, dtype=F64, seed=s), (3, 6)),
-        Check("conv2d_same", lambda s: L.Conv2D(3, 4, 3, dtype=F64, seed=s), (2, 3, 7, 5)),
-        Check("conv2d_stride2", lambda s: L.Conv2D(3, 4, 3, stride=2, dtype=F64, seed=s),
-              (2, 3, 7, 5)),
-        Check("conv2d_pad1", lambda s: L.Conv2D(3, 2, 3, padding=1, dtype=F64, seed=s),
-              (2, 3, 7, 5)),
-        Check("conv2d_kernel3x2",
-              lambda s: L.Conv2D(3, 2, (3, 2), padding="valid", dtype=F64, seed=s),
-              (2, 3, 7, 5)),
+        Check("dense", L.Dense, args=(6, 4), shape=(3, 6)),
+        Check("conv2d_same", args=(3, 4, 3), **conv),
+        Check("conv2d_stride2", args=(3, 4, 3), kwargs=dict(stride=2), **conv),
+        Check("conv2d_pad1", args=(3, 2, 3), kwargs=dict(padding=1), **conv),
+        Check("conv2d_kernel3x2", args=(3, 2, (3, 2)), kwargs=dict(padding="valid"), **conv),
         # Max-pool routes the gradient to the argmax; near-ties would let a
         # perturbation of eps change the winner, so the inputs are tie-free.
-        Check("maxpool2d_valid", lambda s: L.MaxPool2D(2), (2, 3, 6, 4), "tie_free"),
-        Check("maxpool2d_same", lambda s: L.MaxPool2D(2, padding="same"), (2, 3, 7, 7), "tie_free"),
-        Check("upsample2d_4to7", lambda s: L.Upsample2D(size=(7, 7)), (2, 3, 4, 4)),
-        Check("upsample2d_x2", lambda s: L.Upsample2D(scale_factor=2), (2, 3, 3, 5)),
+        Check("maxpool2d_valid", L.MaxPool2D, args=(2,), shape=(2, 3, 6, 4), inputs="tie_free"),
+        Check("maxpool2d_same", L.MaxPool2D, args=(2,), kwargs=dict(padding="same"),
+              shape=(2, 3, 7, 7), inputs="tie_free"),
+        Check("upsample2d_4to7", L.Upsample2D, kwargs=dict(size=(7, 7)), shape=(2, 3, 4, 4)),
+        Check("upsample2d_x2", L.Upsample2D, kwargs=dict(scale_factor=2), shape=(2, 3, 3, 5)),
         # ReLU has a kink at 0: keep every input at least 0.1 away from it.
-        Check("relu", lambda s: L.ReLU(), (2, 3, 4, 5), "away_from_zero"),
-        Check("sigmoid", lambda s: L.Sigmoid(), (2, 3, 4, 5)),
-        Check("flatten", lambda s: L.Flatten(), (2, 3, 4, 5)),
-        Check("reshape", lambda s: L.Reshape((3, 20)), (2, 60)),
+        Check("relu", L.ReLU, shape=(2, 3, 4, 5), inputs="away_from_zero"),
+        Check("sigmoid", L.Sigmoid, shape=(2, 3, 4, 5)),
+        Check("flatten", L.Flatten, shape=(2, 3, 4, 5)),
+        Check("reshape", L.Reshape, args=((3, 20),), shape=(2, 60)),
     ]
-    up = L.ConvTranspose2D
+    up = dict(layer=L.ConvTranspose2D, args=(3, 2, 3), shape=(2, 3, 4, 5))
     checks += [
-        Check("convtranspose2d_stride2", lambda s: up(3, 2, 3, stride=2, dtype=F64, seed=s),
-              (2, 3, 4, 5)),
+        Check("convtranspose2d_stride2", kwargs=dict(stride=2), **up),
         Check("convtranspose2d_pad1_outpad1",
-              lambda s: up(3, 2, 3, stride=2, padding=1, output_padding=1, dtype=F64, seed=s),
-              (2, 3, 4, 5)),
+              kwargs=dict(stride=2, padding=1, output_padding=1), **up),
     ]
+    # A loss: forward(logits, targets), backward(); `targets` says how the targets are drawn.
     checks += [
-        Check("loss_bce", lambda s: SigmoidCrossEntropy(), (2, 1, 4, 3), "logits"),
+        Check("loss_bce", SigmoidCrossEntropy, shape=(2, 1, 4, 3), inputs="logits",
+              targets="unit"),
+    ]
+    # A model: Check(name, build=lambda seed: model, ...). --impl cannot stand in for these.
+    checks += [
         # The models are full of ReLUs (and max-pools): a pre-activation
         # within about eps of 0 makes the central difference straddle the
         # kink and disagree with the (correct) one-sided analytic gradient.
@@ -364,53 +497,58 @@ def _checks():
         # rounding error of the difference, ~1e-16 * |L| / eps, below the
         # tolerance). Units sitting *exactly* at 0: see _biased.
         Check("models_dense_autoencoder",
-              lambda s: _biased(dense_autoencoder(hidden=8, seed=s, dtype=F64), s),
-              (2, 1, 28, 28), "images", steps=(1e-7, 1e-8)),
+              build=lambda s: _biased(dense_autoencoder(hidden=8, seed=s, dtype=F64), s),
+              shape=(2, 1, 28, 28), inputs="images", steps=(1e-7, 1e-8)),
         # ~120k parameters at two forward passes each is too slow: sample 8 entries per array.
-        Check("models_conv_denoiser", lambda s: _biased(conv_denoiser(seed=s, dtype=F64), s),
-              (2, 1, 28, 28), "images", steps=(1e-7, 1e-8), max_entries=8),
+        Check("models_conv_denoiser",
+              build=lambda s: _biased(conv_denoiser(seed=s, dtype=F64), s),
+              shape=(2, 1, 28, 28), inputs="images", steps=(1e-7, 1e-8), max_entries=8),
+        Check("models_conv_denoiser_transposed",
+              build=lambda s: _biased(conv_denoiser_transposed(seed=s, dtype=F64), s),
+              shape=(2, 1, 28, 28), inputs="images", steps=(1e-7, 1e-8), max_entries=8),
     ]
-    checks.append(Check("models_conv_denoiser_transposed",
-                        lambda s: _biased(conv_denoiser_transposed(seed=s, dtype=F64), s),
-                        (2, 1, 28, 28), "images", steps=(1e-7, 1e-8), max_entries=8))
     # The VAE's pieces (scratchae/layers/gaussian.py, scratchae/vae.py) and its whole loss.
+    # The sampler and the KL take two inputs (mu, logvar): wrapped as one, [mu | logvar].
     checks += [
-        Check("vae_sampler", lambda s: _TwoInputs(GaussianSampler(seed=s)), (3, 8)),
-        Check("vae_kl", lambda s: _TwoInputs(GaussianKL()), (3, 8)),
-        Check("vae_bernoulli_nll", lambda s: BernoulliNLL(), (2, 1, 4, 3), "logits"),
+        Check("vae_sampler", GaussianSampler, shape=(3, 8), wrap=_TwoInputs),
+        Check("vae_kl", GaussianKL, shape=(3, 8), wrap=_TwoInputsLoss),
+        Check("vae_bernoulli_nll", BernoulliNLL, shape=(2, 1, 4, 3), inputs="logits",
+              targets="unit"),
         # L is ~360 nats: its float64 rounding over a step of 1e-6 is ~1e-6 of
         # the gradient, hence 1e-5 (a wrong gradient fails at every step).
-        Check("vae_loss", lambda s: _VAELoss(_biased(vae(latent=3, hidden=8, seed=s,
-                                                          dtype=F64), s), s),
-              (2, 1, 28, 28), "images", steps=(1e-5, 1e-6), max_entries=12),
+        Check("vae_loss", build=lambda s: _VAELoss(_biased(vae(latent=3, hidden=8, seed=s,
+                                                                dtype=F64), s), s),
+              shape=(2, 1, 28, 28), inputs="images", steps=(1e-5, 1e-6), max_entries=12),
     ]
     # The sparse autoencoder's penalties (scratchae/layers/sparsity.py) and its whole loss:
     # identity layers whose penalty is part of L (see gradient_errors).
     checks += [
-        Check("klsparsity", lambda s: KLSparsity(0.1, 3.0), (5, 4), "unit"),
-        Check("klsparsity_near_0_and_1", lambda s: KLSparsity(0.1, 3.0), (5, 4), "edges"),
-        Check("l1activity", lambda s: L1Activity(0.5), (5, 4), "away_from_zero"),
-        Check("models_sparse_autoencoder", lambda s: sparse_autoencoder(hidden=6, beta=3.0,
-                                                                 weight_decay=3e-3, seed=s,
-                                                                 dtype=F64),
-              (2, 1, 28, 28), "images", max_entries=20),
+        Check("klsparsity", KLSparsity, args=(0.1, 3.0), shape=(5, 4), inputs="unit"),
+        Check("klsparsity_near_0_and_1", KLSparsity, args=(0.1, 3.0), shape=(5, 4),
+              inputs="edges"),
+        Check("l1activity", L1Activity, args=(0.5,), shape=(5, 4), inputs="away_from_zero"),
+        Check("models_sparse_autoencoder",
+              build=lambda s: sparse_autoencoder(hidden=6, beta=3.0, weight_decay=3e-3, seed=s,
+                                                 dtype=F64),
+              shape=(2, 1, 28, 28), inputs="images", max_entries=20),
     ]
     # The fast path (scratchae.fast): each rewrite rule on a small stack, then the models.
     checks += [
-        Check("fast_conv_relu_pool", lambda s: _fast(_biased(Sequential([
+        Check("fast_conv_relu_pool", build=lambda s: _fast(_biased(Sequential([
             L.Conv2D(3, 4, 3, dtype=F64, seed=s), L.ReLU(), L.MaxPool2D(2, padding="same"),
-        ]), s)), (2, 3, 7, 5), steps=(1e-7, 1e-8)),
-        Check("fast_subpixel_relu", lambda s: _fast(_biased(Sequential([
+        ]), s)), shape=(2, 3, 7, 5), steps=(1e-7, 1e-8)),
+        Check("fast_subpixel_relu", build=lambda s: _fast(_biased(Sequential([
             L.Upsample2D(scale_factor=2), L.Conv2D(3, 4, 3, dtype=F64, seed=s), L.ReLU(),
-        ]), s)), (2, 3, 4, 5), steps=(1e-7, 1e-8)),
-        Check("fast_conv_multiply_first", lambda s: _fast(Sequential([
+        ]), s)), shape=(2, 3, 4, 5), steps=(1e-7, 1e-8)),
+        Check("fast_conv_multiply_first", build=lambda s: _fast(Sequential([
             L.Conv2D(5, 2, (3, 2), dtype=F64, seed=s),
-        ])), (2, 5, 6, 7)),
+        ])), shape=(2, 5, 6, 7)),
         Check("fast_dense_autoencoder",
-              lambda s: _fast(_biased(dense_autoencoder(hidden=8, seed=s, dtype=F64), s)),
-              (2, 1, 28, 28), "images", steps=(1e-7, 1e-8)),
-        Check("fast_conv_denoiser", lambda s: _fast(_biased(conv_denoiser(seed=s, dtype=F64), s)),
-              (2, 1, 28, 28), "images", steps=(1e-7, 1e-8), max_entries=8),
+              build=lambda s: _fast(_biased(dense_autoencoder(hidden=8, seed=s, dtype=F64), s)),
+              shape=(2, 1, 28, 28), inputs="images", steps=(1e-7, 1e-8)),
+        Check("fast_conv_denoiser",
+              build=lambda s: _fast(_biased(conv_denoiser(seed=s, dtype=F64), s)),
+              shape=(2, 1, 28, 28), inputs="images", steps=(1e-7, 1e-8), max_entries=8),
     ]
     return checks
 
@@ -448,6 +586,20 @@ def make_input(check, rng):
     return rng.standard_normal(check.shape)
 
 
+def make_targets(check, rng):
+    """Draw the (host) targets of a loss ``check``, after its input.
+
+    ``"unit"``: uniform in [0.05, 0.95], the logits' shape (grey levels,
+    for the sigmoid losses). ``"labels"``: integer class labels in
+    ``[0, C)``, shape (N,), for logits of shape (N, C).
+    """
+    if check.targets == "unit":
+        return rng.uniform(0.05, 0.95, check.shape)
+    if check.targets == "labels":
+        return rng.integers(0, check.shape[1], check.shape[0])
+    raise ValueError(f"Check {check.name!r}: unknown targets {check.targets!r}")
+
+
 def run_check(check, seed=0, tol=DEFAULT_TOL):
     """Run one :class:`Check` on the current backend.
 
@@ -464,11 +616,12 @@ def run_check(check, seed=0, tol=DEFAULT_TOL):
     """
     rng = np.random.default_rng(seed)
     x = backend.asarray(make_input(check, rng))
-    target = check.build(seed)
-    if check.inputs == "logits":
-        targets = backend.asarray(rng.uniform(0.05, 0.95, check.shape))
+    piece = check.make(seed)
+    if check.targets is not None:
+        targets = backend.asarray(make_targets(check, rng))
         eps = check.steps[0]
-        return {"dlogits": (check_loss(target, x, targets, eps=eps), eps)}
+        return {"dlogits": (check_loss(piece, x, targets, eps=eps), eps)}
+    target = check.as_layer(piece)
     results = {}
     for eps in check.steps:
         errors = gradient_errors(target, x, seed=seed, eps=eps, max_entries=check.max_entries)
