@@ -1033,19 +1033,18 @@ def _run_case(check, cls, seed, tol, path):
     context = _Context(check, name, x, dout, tol, seed, targets, ref.params)
     rows = [_Row(getattr(mine, "output_name", "y"), tuple(y.shape), None,
                  relative_error(y, y_ref) if tuple(y.shape) == tuple(y_ref.shape) else None)]
+    # dx (or its parts, under the names the reader knows), then each parameter's gradient
     ref_parts = _split(ref, dx_ref)
     mine_parts = _split(mine, dx) if tuple(dx.shape) == tuple(dx_ref.shape) else {"dx": dx}
-    arrays = [(k, mine_parts.get(k), r) for k, r in ref_parts.items()]
-    arrays += [("d" + k, grads1.get(k), r) for k, r in grads_ref.items()]
-    for label, a, r in arrays:
-        key = label[1:] if label[1:] in grads_ref else label
-        numeric = numeric_p.get(key) if key in grads_ref else numeric_dx.get(label)
+    arrays = [(part, mine_parts[part], r, numeric_dx.get(part)) for part, r in ref_parts.items()]
+    arrays += [("d" + k, grads1.get(k), r, numeric_p.get(k)) for k, r in grads_ref.items()]
+    for label, a, r, numeric in arrays:
         row = _Row(label, None if a is None else tuple(a.shape), numeric)
         if a is not None and tuple(a.shape) == tuple(r.shape):
             row.reference = relative_error(a, r)
         rows.append(row)
         if a is None:
-            context.missing(label, key)
+            context.missing(label, label[1:])
         elif row.reference is None or row.reference >= tol:
             case.diagnoses += _diagnose(label, _host(a), _host(r), context)
         elif row.numerical is not None and row.numerical >= tol:
