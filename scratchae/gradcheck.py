@@ -202,28 +202,58 @@ def gradient_errors(layer, x, *, seed=0, eps=1e-6, max_entries=None):
     analytic = {"dx": dx.copy(), **{k: g.copy() for k, g in layer.grads.items()}}
     if not bool((dout == dout_before).all()):
         raise AssertionError(f"{layer!r}: backward modified dout in place")
-    penalty = getattr(layer, "penalty", None)  # a sparsity penalty, a VAE's KL: part of L
+    missing = [name for name in layer.params if name not in analytic]
+    if missing:
+        raise AssertionError(f"{layer!r}: grads has no entry for parameter {missing[0]!r}")
+    numeric = _numerical(layer, x, dout, ["dx", *layer.params], eps, max_entries, rng)
+    return {name: _masked_error(analytic[name], gradient, mask)
+            for name, (gradient, mask) in numeric.items()}
+
+
+def _numerical(layer, x, dout, names, eps, max_entries, rng):
+    """Central differences of ``L = sum(layer.forward(x) * dout)`` (+ ``layer.penalty()``).
+
+    A layer or model with a ``penalty()`` (a sparsity penalty, a VAE's KL)
+    adds it to L, as training does.
+
+    Returns
+    -------
+    dict of str to (ndarray, ndarray or None)
+        For ``"dx"`` (perturbing ``x``) and each parameter key in ``names``:
+        the numerical gradient and the mask of the entries estimated (None:
+        all; else ``max_entries`` of them, drawn from ``rng``).
+    """
+    penalty = getattr(layer, "penalty", None)
 
     def loss():
         value = (layer.forward(x) * dout).sum()
         return float(value if penalty is None else value + penalty())
 
-    errors = {}
-    targets = {"dx": x, **layer.params}
-    for name, array in targets.items():
-        if name not in analytic:
-            raise AssertionError(f"{layer!r}: grads has no entry for parameter {name!r}")
+    out = {}
+    for name in names:
+        array = x if name == "dx" else layer.params[name]
         indices = _subset(array.size, max_entries, rng)
-        numeric = numerical_gradient(loss, array, eps=eps, indices=indices).reshape(-1)
-        a = backend.to_numpy(analytic[name]).reshape(-1)
-        if indices is None:
-            errors[name] = relative_error(a, numeric)
-        else:
-            # Scale by the whole analytic gradient, not just the sampled
-            # entries, which might all be zero (dead ReLUs).
-            scale = max(float(np.abs(a).max(initial=0.0)), 1e-12)
-            errors[name] = float(np.abs(a[indices] - numeric[indices]).max() / scale)
-    return errors
+        numeric = numerical_gradient(loss, array, eps=eps, indices=indices)
+        mask = None
+        if indices is not None:
+            mask = np.zeros(array.size, dtype=bool)
+            mask[indices] = True
+            mask = mask.reshape(array.shape)
+        out[name] = (numeric, mask)
+    return out
+
+
+def _masked_error(analytic, numeric, mask):
+    """:func:`relative_error`, on the entries in ``mask`` (all if None).
+
+    With a mask the error is scaled by the whole analytic gradient, not just
+    the sampled entries, which might all be zero (dead ReLUs).
+    """
+    a = backend.to_numpy(analytic).reshape(-1)
+    if mask is None:
+        return relative_error(a, numeric.reshape(-1))
+    scale = max(float(np.abs(a).max(initial=0.0)), 1e-12)
+    return float(np.abs(a - numeric.reshape(-1))[mask.reshape(-1)].max() / scale)
 
 
 def check_layer(layer, x, *, seed=0, eps=1e-6, max_entries=None):
@@ -940,42 +970,6 @@ def _match_params(ref, mine, name, ref_name):
             f"yours, so both compute with the same numbers"]
 
 
-def _numerical(layer, x, dout, names, eps, max_entries, seed):
-    """Central differences of ``L = sum(layer.forward(x) * dout) (+ penalty)``.
-
-    Returns ``{name: (gradient, mask)}`` for ``"dx"`` and the parameter
-    keys in ``names``; ``mask`` marks the sampled entries (None: all).
-    """
-    rng = np.random.default_rng(seed + 1)
-    penalty = getattr(layer, "penalty", None)
-
-    def loss():
-        value = (layer.forward(x) * dout).sum()
-        return float(value if penalty is None else value + penalty())
-
-    out = {}
-    for name in names:
-        array = x if name == "dx" else layer.params[name]
-        indices = _subset(array.size, max_entries, rng)
-        numeric = numerical_gradient(loss, array, eps=eps, indices=indices)
-        mask = None
-        if indices is not None:
-            mask = np.zeros(array.size, dtype=bool)
-            mask[indices] = True
-            mask = mask.reshape(array.shape)
-        out[name] = (numeric, mask)
-    return out
-
-
-def _masked_error(analytic, numeric, mask):
-    """:func:`relative_error`, on the entries in ``mask`` (scaled by the whole analytic array)."""
-    if mask is None:
-        return relative_error(analytic, numeric)
-    a = _host(analytic)
-    scale = max(float(np.abs(a).max(initial=0.0)), 1e-12)
-    return float(np.abs(a - numeric)[mask].max(initial=0.0) / scale)
-
-
 def _split(layer, dx):
     """``dx`` under the names the reader knows: ``{"dx": dx}``, ``{"dmu", "dlogvar"}``, ..."""
     split = getattr(layer, "split", None)
@@ -1091,8 +1085,9 @@ def _numerical_errors(check, mine, x, dout, dx, grads, ref, tol, seed):
         todo.insert(0, "dx")
     xn = x.copy()  # perturbed in place
     for eps in check.steps:
+        subsets = np.random.default_rng(seed + 1)
         for key, (numeric, mask) in _numerical(mine, xn, dout, todo, eps, check.max_entries,
-                                               seed).items():
+                                               subsets).items():
             if key == "dx":
                 masks = dict.fromkeys(_split(mine, dx)) if mask is None else _split(mine, mask)
                 for part, a in _split(mine, dx).items():
