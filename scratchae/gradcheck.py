@@ -352,8 +352,11 @@ class Check:
 
     def __post_init__(self):
         if (self.layer is None) == (self.build is None) or not self.shape:
-            raise ValueError(f"Check {self.name!r}: give a shape and exactly one of layer "
-                             f"(a textbook class) and build (a model builder)")
+            raise ValueError(f"Check {self.name!r}: give shape= and exactly one of layer "
+                             f"(a textbook class) and build= (a model builder)")
+        if self.layer is not None and not isinstance(self.layer, type):
+            raise TypeError(f"Check {self.name!r}: layer must be a class, built with args= and "
+                            f"kwargs=; a function building a model goes in build=")
 
     def arguments(self, seed):
         """``(args, kwargs)`` building this check's piece (and an ``--impl`` class) for ``seed``."""

@@ -468,3 +468,10 @@ def test_impl_on_both_backends(backend, capsys, layer):
     capsys.readouterr()
     assert gradcheck.check_impl(wrong, checks, backends=(backend,)) == 1
     assert "2 times" in capsys.readouterr().out
+
+
+def test_a_row_in_the_old_form_is_refused_clearly():
+    with pytest.raises(ValueError, match="give shape= and exactly one of layer"):
+        gradcheck.Check("dense", lambda s: scratchae.layers.Dense(6, 4, seed=s), (3, 6))
+    with pytest.raises(TypeError, match="layer must be a class"):
+        gradcheck.Check("dense", lambda s: scratchae.layers.Dense(6, 4, seed=s), shape=(3, 6))
