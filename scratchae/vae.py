@@ -348,6 +348,7 @@ def evaluate(model, images, *, batch_size=1000, seed=0):
     ----------
     model : VAE
     images : ndarray, shape (N, 1, 28, 28), float in [0, 1], host NumPy
+        Another float than the model's is cast once, with a note on stderr.
     batch_size : int
     seed : int
 
@@ -360,6 +361,7 @@ def evaluate(model, images, *, batch_size=1000, seed=0):
     batch_size = validate.positive_int(batch_size, "batch_size", "vae.evaluate")
     seed = validate.non_negative_int(seed, "seed", "vae.evaluate")
     validate.images(images, "vae.evaluate: images", model.input_shape)
+    images = validate.in_model_dtype(images, model.dtype, "images")
     rec_fn = BernoulliNLL(check_targets=False)  # checked once, above
     sampler = model.sampler
     saved = sampler.rng, sampler.frozen, model.check_finite
@@ -408,7 +410,7 @@ class VAETrainer(Trainer):
 
     def predict(self, images):
         """Reconstructions ``sigmoid(decode(mu))`` of host images (no sampling), host NumPy."""
-        n = self.eval_batch_size
+        n, images = self.eval_batch_size, self._in_model_dtype(images, "images")
         return np.concatenate([
             backend.to_numpy(sigmoid(self.net.reconstruct(backend.asarray(images[i:i + n]))))
             for i in range(0, len(images), n)])

@@ -66,6 +66,22 @@ def test_a_trainer_step_uploads_only_the_noise(strict_cupy_backend):
     assert (c.uploads, c.downloads, c.syncs) == (1, 0, 0), c
 
 
+def test_fit_on_float64_images_casts_them_instead_of_failing_in_the_fused_adam(
+        strict_cupy_backend):
+    """uint8 / 255.0 is float64. Kept as it was, it made float64 gradients, which the
+    fused Adam kernel (``T g, T p``) refuses for float32 parameters on a GPU, and here
+    (test_strict_cupy.py): fit casts each dataset once to the model's dtype instead."""
+    lines = []
+    trainer = Trainer(dense_autoencoder(hidden=8, seed=0), batch_size=16, progress=False,
+                      log=lines.append)
+    images = np.random.default_rng(0).uniform(size=(32, 1, 28, 28))  # float64
+    trainer.fit(images, images[:8], epochs=1)
+    assert lines[:2] == ["note: train_images are float64; cast once to the model's float32",
+                         "note: test_images are float64; cast once to the model's float32"]
+    assert all(p.dtype == np.float32 and B.get_array_module(p) is not np
+               for p in trainer.model.parameters())
+
+
 def test_salt_and_pepper_does_not_wait_for_the_gpu(strict_cupy_backend):
     x_np = np.random.default_rng(0).uniform(size=(4, 1, 28, 28)).astype(np.float32)
     x = B.asarray(x_np)
