@@ -113,7 +113,7 @@ def test_kl_sparsity_finite_for_activations_of_exactly_0_and_1(backend, dtype):
 
 
 def test_kl_sparsity_keeps_dtype_and_checks(backend):
-    layer = KLSparsity()
+    layer = KLSparsity(0.1, 3.0)
     a = to_xp(np.full((3, 2), 0.25, dtype=np.float32))
     assert layer.forward(a).dtype == np.float32
     assert to_np(layer.penalty()).dtype == np.float32
@@ -123,9 +123,9 @@ def test_kl_sparsity_keeps_dtype_and_checks(backend):
     with pytest.raises(ValueError, match="2-D input"):
         layer.forward(to_xp(np.full((3, 2, 1), 0.5)))
     with pytest.raises(RuntimeError, match="before forward"):
-        KLSparsity().penalty()
+        KLSparsity(0.1, 3.0).penalty()
     with pytest.raises(RuntimeError, match="before forward"):
-        KLSparsity().backward(a)
+        KLSparsity(0.1, 3.0).backward(a)
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -137,7 +137,17 @@ def test_kl_sparsity_keeps_dtype_and_checks(backend):
 ])
 def test_kl_sparsity_rejects_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
-        KLSparsity(**kwargs)
+        KLSparsity(**{"rho": 0.1, "beta": 3.0, **kwargs})
+
+
+def test_kl_sparsity_has_no_default_weight():
+    """A default beta = 3 (UFLDL's, per image) taken literally next to a per-pixel mean
+    loss was 784 times UFLDL's strength: the weight must be given."""
+    with pytest.raises(TypeError, match="beta"):
+        KLSparsity()
+    with pytest.raises(TypeError, match="beta"):
+        KLSparsity(0.1)
+    assert KLSparsity(0.1, 3.0 / PIXELS).beta == sparse_autoencoder(beta=3.0).layers[3].beta
 
 
 def test_kl_sparsity_beta_zero_records_activations_only(backend):
