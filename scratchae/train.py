@@ -242,8 +242,10 @@ class Trainer:
         return validate.in_model_dtype(images, self.model.dtype, what, self.log)
 
     def predict(self, images):
-        """Sigmoid of the model's logits for host images (N, 1, 28, 28), batch by batch."""
-        return predict(self.net, self._in_model_dtype(images, "images"), self.eval_batch_size)
+        """Sigmoid of the model's logits for host images (N, 1, 28, 28), batch by batch,
+        on the path the trainer trains on (``fast=False``: the textbook layers)."""
+        return _sigmoid_batches(self.net, self._in_model_dtype(images, "images"),
+                                self.eval_batch_size)
 
     def batch_metrics(self, inputs, clean, logits):
         """Sums over one test batch of what :meth:`evaluate` reports (means over the set)."""

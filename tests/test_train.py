@@ -102,6 +102,24 @@ def test_float64_datasets_are_cast_once_to_the_model_dtype_with_a_note(sample, m
     np.testing.assert_array_equal(images, images32)
 
 
+@pytest.mark.parametrize("fast", [False, True])
+def test_trainer_predicts_on_the_path_it_trains_on(sample, monkeypatch, fast):
+    """fast=False (--textbook) with one worker trains the textbook layers: predict must
+    run them too, not compile a fresh fast model on every call."""
+    import scratchae.fast
+    from scratchae.layers.activations import sigmoid
+
+    model = conv_denoiser(seed=0)
+    trainer = Trainer(model, fast=fast, workers=1, progress=False, log=lambda s: None)
+    compiled = []
+    monkeypatch.setattr(scratchae.fast, "compile", lambda *a, **k: compiled.append(a))
+    x = sample.test_images[:4]
+    out = trainer.predict(x)
+    assert compiled == []
+    if not fast:
+        np.testing.assert_array_equal(out, sigmoid(model.forward(x)))
+
+
 def test_predict_casts_once_with_a_note_on_stderr(sample, capsys):
     model = dense_autoencoder(hidden=8, seed=0)
     images = predict(model, sample.test_images[:5].astype(np.float64), batch_size=2)
