@@ -554,16 +554,14 @@ def test_elementwise_kernel_named_types_and_scalars():
 def test_the_fused_adam_refuses_a_float64_gradient_for_a_float32_parameter():
     """What item 1 of issue #20 would have hit on a GPU: backend.adam_update's kernel
     with ``T g`` float64 and ``T p`` float32."""
-    with S.installed():
-        B._ADAM_KERNEL = None  # built with this cupy
-        try:
-            p, m, v = dev([1.0]), dev([0.0]), dev([0.0])
-            with pytest.raises(TypeError, match="Type is mismatched. g float64 float32 T"):
-                B.adam_update(p, dev([0.5], np.float64), m, v, 1e-3, 0.9, 0.999, 1e-8)
-            B.adam_update(p, dev([0.5]), m, v, 1e-3, 0.9, 0.999, 1e-8)
-            assert p.get()[0] < 1.0
-        finally:
-            B._ADAM_KERNEL = None
+    import conftest
+
+    with conftest.stand_in():
+        p, m, v = dev([1.0]), dev([0.0]), dev([0.0])
+        with pytest.raises(TypeError, match="Type is mismatched. g float64 float32 T"):
+            B.adam_update(p, dev([0.5], np.float64), m, v, 1e-3, 0.9, 0.999, 1e-8)
+        B.adam_update(p, dev([0.5]), m, v, 1e-3, 0.9, 0.999, 1e-8)
+        assert p.get()[0] < 1.0
 
 
 def test_a_twin_must_follow_its_kernel(axpy_twin):
@@ -627,3 +625,45 @@ def test_backend_fixture_installs_the_stand_in_only_for_the_cupy_runs(backend):
 def test_the_stand_in_is_gone_after_the_fixture():
     assert not S.is_stand_in(sys.modules.get("cupy"))
     assert not S.is_stand_in(sys.modules.get("cupyx"))
+
+
+def test_the_counting_tests_run_where_real_cupy_is_in_use_too(monkeypatch, request):
+    """strict_cupy_backend used to skip on a machine with a usable GPU, where host/device
+    mistakes cost the most: it must give the stand-in there too."""
+    import conftest
+
+    monkeypatch.setattr(conftest, "REAL_CUPY", True)
+    try:
+        module = request.getfixturevalue("strict_cupy_backend")
+    except pytest.skip.Exception:
+        pytest.fail("strict_cupy_backend skips where real CuPy is in use")
+    assert module is S and S.is_stand_in(B.get_xp())
+
+
+def test_the_stand_in_never_gets_real_cupys_device_objects_nor_leaves_its_own():
+    """scratchae keeps the fused Adam kernel and the conv workspaces under the library's
+    name, "cupy" for real CuPy and the stand-in alike: each switch empties them."""
+    from scratchae import fast
+    from scratchae.fast import conv
+    from scratchae.models import conv_denoiser
+
+    import conftest
+
+    real = object()  # what real CuPy would have left: a compiled kernel, a workspace
+    B._ADAM_KERNEL, conv._WORKSPACES.buffers = real, {("im2col", "<f4", "cupy"): real}
+    with conftest.stand_in():
+        assert B._ADAM_KERNEL is None and not getattr(conv._WORKSPACES, "buffers", None)
+        B.set_backend("cupy")
+        try:
+            model = conv_denoiser(seed=0)
+            net, optimizer = fast.compile(model), fast.Adam(model.parameters())
+            x = B.asarray(np.full((2, 1, 28, 28), 0.5, np.float32))
+            net.forward(x)
+            net.backward(B.get_xp().ones((2, 1, 28, 28), np.float32))
+            optimizer.step(net.gradients())
+            assert isinstance(B._ADAM_KERNEL, S.ElementwiseKernel)
+            buffers = conv._WORKSPACES.buffers.values()
+            assert buffers and all(S.is_stand_in(B.get_array_module(b)) for b in buffers)
+        finally:
+            B.set_backend("numpy")
+    assert B._ADAM_KERNEL is None and not getattr(conv._WORKSPACES, "buffers", None)
