@@ -273,7 +273,7 @@ def sparse_autoencoder(hidden=196, rho=0.1, beta=10.0, weight_decay=1e-2, *, see
     With the defaults the mean activation settles at 0.11 (within 0.02 of
     rho, slightly above it as the KL is convex and the batch's rho_hat is
     noisy) and the filters look like strokes; the demo trains 10 epochs at
-    lr 3e-3, batch 128 (25 s on a 2-core CPU).
+    lr 3e-3, batch 128 (24 s on a 2-core CPU).
 
     Parameters
     ----------

@@ -174,7 +174,12 @@ class Trainer:
         Default :class:`~scratchae.losses.SigmoidCrossEntropy`.
 
     Subclasses say what is measured on the test set by overriding
-    :attr:`loss_name`, :meth:`batch_metrics` and :meth:`format_summary`.
+    :attr:`loss_name` (the metric that is the training loss's counterpart),
+    :attr:`metric_names`, ``_evaluate(images)`` (the mean of each metric
+    over the test set; this class's adds up :meth:`batch_metrics` over the
+    test batches, which :class:`~scratchae.vae.VAETrainer` and
+    :class:`~scratchae.sparse.SparseTrainer` replace) and
+    :meth:`format_summary`.
     """
 
     loss_name = "bce"  # the training loss's name in logs and metrics
