@@ -467,6 +467,25 @@ def test_vae_trainer_metrics_do_not_depend_on_eval_batch_size():
         assert metrics[0][key] == pytest.approx(metrics[1][key], rel=1e-6), key
 
 
+def test_vae_trainer_names_rec_plus_beta_kl_for_what_it_is():
+    """rec + beta KL is the negative ELBO only at beta = 1: otherwise the log and the
+    history call it rec+<beta>*kl, and evaluate's (true) neg_elbo is reported beside it."""
+    lines = []
+    base = vae(latent=2, hidden=8, seed=0)
+    model = VAE(base.encoder, base.decoder, 2, sampler=base.sampler, beta=4.0)
+    trainer = VAETrainer(model, batch_size=16, progress=False, log=lines.append)
+    trainer.fit(_digits(32), _digits(16), epochs=1)
+    assert lines[0].startswith("epoch 1/1  train rec+4*kl=") and "train neg_elbo" not in lines[0]
+    assert " test rec+4*kl=" in lines[0] and " neg_elbo=" in lines[0]
+    h = trainer.history
+    assert h["test_loss"][0] == pytest.approx(h["rec"][0] + 4 * h["kl"][0], rel=1e-9)
+    assert h["neg_elbo"][0] == pytest.approx(h["rec"][0] + h["kl"][0], rel=1e-9)
+    plain = VAETrainer(vae(latent=2, hidden=8, seed=0), batch_size=16, progress=False,
+                       log=lines.append)
+    assert plain.loss_name == "neg_elbo" and set(plain.history) == {
+        "train_loss", "test_loss", "epoch_time", "rec", "kl"}
+
+
 def test_vae_evaluate_and_predict_cast_float64_images_once_with_a_note(capsys):
     data = _digits(6)
     model = vae(latent=2, hidden=8, seed=0)
