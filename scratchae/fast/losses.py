@@ -3,8 +3,8 @@
 The textbook loss makes 15 passes over its (N, 784) arrays per step (9
 forward, 6 backward), almost each into a new array: for the dense
 autoencoder, whose layers are small, that was a third of the step. Here
-14 passes write into three arrays (``h``, kept for backward, and two
-scratch arrays), thanks to two identities:
+14 passes write into four arrays (``h``, kept for backward, two scratch
+arrays and the gradient), thanks to two identities:
 
 * ``max(x, 0) = (x + |x|) / 2``, so with ``h = 1 - 2t`` the per-pixel loss
   ``max(x, 0) - x t + log1p(e)`` (``e = exp(-|x|)``) is::
@@ -15,7 +15,7 @@ scratch arrays), thanks to two identities:
   ``-2xt``), so each is summed on its own without cancellation. (Summing
   ``|x|/2`` and ``x (1/2 - t)`` separately, two large numbers of opposite
   signs, lost 4 significant digits in float32 when the logits are
-  confident: a relative error of 5e-4 on |logits| in [5, 15].) For a 0/1
+  confident: a relative error around 5e-4 on |logits| in [5, 15].) For a 0/1
   target and a logit of the right sign, ``|x| + x h`` is exactly 0, as
   ``max(x, 0) - x t`` is in the textbook;
 * ``sigmoid(x) = 1/2 + tanh(x / 2) / 2``, so the gradient is::
