@@ -14,7 +14,7 @@ import scratchae.fast.conv as fast_conv
 import scratchae.fast.model as fast_model
 from scratchae import backend, checkpoint, fast, optim
 from scratchae.fast import ops
-from scratchae.fast.subpixel import fold_phase_gradient, phase_kernels
+from scratchae.fast.subpixel import fold_phase_gradient, phase_kernels, window_kernel
 from scratchae.layers import (
     Conv2D,
     ConvTranspose2D,
@@ -50,14 +50,14 @@ def _biased(model, seed=0):
     return model
 
 
-def assert_same_as_textbook(model, x, workers=1, seed=0):
+def assert_same_as_textbook(model, x, workers=1, seed=0, rules=fast_model.RULES):
     """Forward and backward of ``model`` and of its compiled twin agree (output, dx, grads)."""
     x = to_xp(x)
     y = model.forward(x)
     dout = to_xp(np.random.default_rng(seed).standard_normal(y.shape))
     dx = model.backward(dout)
     grads = {k: to_np(g) for k, g in model.grads.items()}
-    net = fast.compile(model, input_grad=True, workers=workers)
+    net = fast.compile(model, input_grad=True, workers=workers, rules=rules)
     dout_before = to_np(dout)
     y_fast = net.forward(x)
     assert y_fast.shape == y.shape and y_fast.dtype == y.dtype
@@ -131,11 +131,26 @@ def test_maxpool_ties_go_to_the_first_corner_as_in_the_textbook(backend):
 
 @pytest.mark.parametrize("shape", [(2, 3, 4, 5), (1, 2, 3, 3), (3, 2, 1, 6)])
 @pytest.mark.parametrize("relu", [False, True])
-def test_subpixel_rule(backend, shape, relu):
+@pytest.mark.parametrize("window", [True, False], ids=["window_grad", "phases"])
+def test_subpixel_rule(backend, shape, relu, window):
     layers = [Upsample2D(scale_factor=2), Conv2D(shape[1], 4, 3, dtype=F64, seed=0)]
     model = _biased(Sequential(layers + ([ReLU()] if relu else [])))
-    net = assert_same_as_textbook(model, _x(shape))
+    rules = [r for r in fast_model.RULES if window or r != "window_grad"]
+    net = assert_same_as_textbook(model, _x(shape), rules=rules)
     assert [type(op) for op in net.ops] == [ops.SubPixelConv]
+    assert net.ops[0].window == window
+
+
+def test_window_kernel_in_one_dimension():
+    """dx[i] = W2 dy[2i-1] + (W1 + W2) dy[2i] + (W0 + W1) dy[2i+1] + W0 dy[2i+2]: the four
+    outputs that pixel i reached through the upsample and the 3-tap conv."""
+    W = np.arange(1.0, 10.0).reshape(1, 1, 3, 3)  # taps 1..9, row by row
+    K4 = window_kernel(W).reshape(4, 4)            # (r, s)
+    rows = [[0, 0, 1], [0, 1, 1], [1, 1, 0], [1, 0, 0]]  # which taps reach row 2i - 1 + r
+    for r in range(4):
+        for s in range(4):
+            taps = [W[0, 0, u, v] for u in range(3) for v in range(3) if rows[r][u] and rows[s][v]]
+            assert K4[r, s] == sum(taps)
 
 
 def test_subpixel_needs_the_size_to_double(backend):
@@ -353,7 +368,8 @@ def test_fast_losses_are_the_textbook_losses(backend, kind, dtype):
 def test_compiled_model_prints_which_rules_fired():
     text = repr(fast.compile(conv_denoiser(seed=0), workers=1))
     for line in ("Conv(1->64, 3x3, padding='same')", "MaxPool(2x2, padding='same', relu)",
-                 "Conv(32->32, 3x3, padding='same', relu)", "SubPixelConv(x2, 32->64, 3x3, relu)",
+                 "Conv(32->32, 3x3, padding='same', relu)",
+                 "SubPixelConv(x2, 32->64, 3x3, relu, window_grad)",
                  "Conv(64->1, 3x3, padding='same')"):
         assert line in text, text
     assert "Dense(784->64, relu)" in repr(fast.compile(dense_autoencoder(seed=0), workers=1))

@@ -9,6 +9,8 @@ rule        textbook layers                     fast op
 ==========  ==================================  ====================================
 subpixel    Upsample2D (x2) + Conv2D 3x3        ``SubPixelConv``: four 2x2 phase
             'same' [+ ReLU]                     convolutions of the small input
+window_grad (inside ``SubPixelConv``)           its backward as one stride-2 4x4
+                                                im2col of dy
 conv        Conv2D (stride 1) [+ ReLU]          ``Conv``: multiply-first when O < C,
                                                 flipped-kernel dx, im2col slices
 relu_pool   ReLU + MaxPool2D (2x2, stride 2)    ``MaxPool(relu=True)``: pool first,
@@ -74,8 +76,8 @@ def _doubles(upsample, shape):
 
 #: The rewrite rules, by name: ``compile(model, rules=...)`` can leave some out
 #: (to measure what each one gains, ``benchmarks/throughput.py --without``).
-RULES = ("subpixel", "conv", "maxpool", "relu_pool", "fused_relu", "dense", "upsample",
-         "reshape")
+RULES = ("subpixel", "window_grad", "conv", "maxpool", "relu_pool", "fused_relu", "dense",
+         "upsample", "reshape")
 
 
 def _rewrite(layers, i, shape, rules):
@@ -89,7 +91,8 @@ def _rewrite(layers, i, shape, rules):
             and _doubles(layer, shape) and after[0].kernel_size == (3, 3)
             and after[0].stride == (1, 1) and after[0].pads(3, 3) == ((1, 1), (1, 1))):
         relu = fuse and isinstance(after[1], ReLU)
-        return ops.SubPixelConv(layer, after[0], _keys(i + 1, after[0]), relu=relu), 2 + relu
+        return ops.SubPixelConv(layer, after[0], _keys(i + 1, after[0]), relu=relu,
+                                window="window_grad" in rules), 2 + relu
     if "conv" in rules and _is_fast_conv(layer, shape):
         # a ReLU followed by a max-pool is left to the pool (it is cheaper there)
         relu = relu_next and not pool_next

@@ -101,30 +101,34 @@ class Conv(Op):
 
 
 class SubPixelConv(Op):
-    """Nearest x2 upsample + 3x3 'same' conv (+ ReLU) as a sub-pixel convolution."""
+    """Nearest x2 upsample + 3x3 'same' conv (+ ReLU) as a sub-pixel convolution.
 
-    def __init__(self, upsample, conv, keys, relu=False, input_grad=True):
+    ``window``: the backward as one stride-2 4x4 im2col of dy (rule ``window_grad``).
+    """
+
+    def __init__(self, upsample, conv, keys, relu=False, input_grad=True, window=True):
         super().__init__([upsample, conv], keys, input_grad)
         self.relu = relu
+        self.window = window
 
     def __repr__(self):
         conv = self.layers[1]
-        return f"SubPixelConv(x2, {conv.in_channels}->{conv.out_channels}, 3x3{self._relu()})"
+        window = ", window_grad" if self.window else ""
+        return (f"SubPixelConv(x2, {conv.in_channels}->{conv.out_channels}, "
+                f"3x3{self._relu()}{window})")
 
     def forward(self, x):
         """x : (N, H, W, C) -> y : (N, 2H, 2W, O)"""
-        y = subpixel_forward(x, self.params["W"], self.params["b"])
-        if self.relu:
-            relu_(y)
+        y = subpixel_forward(x, self.params["W"], self.params["b"], relu=self.relu)
         self._cache = (x, y if self.relu else None)
         return y
 
     def backward(self, dout):
         """dout : (N, 2H, 2W, O) -> dx : (N, H, W, C) or None"""
         x, y = self._cached()
-        d = relu_backward(dout, y) if self.relu else dout
-        dW, dx = subpixel_backward(x, d, self.params["W"], self.input_grad)
-        self.grads = {"W": dW, "b": d.reshape(-1, d.shape[-1]).sum(axis=0)}
+        dW, db, dx = subpixel_backward(x, dout, self.params["W"], y, self.input_grad,
+                                       window=self.window)
+        self.grads = {"W": dW, "b": db}
         return dx
 
 
