@@ -48,6 +48,14 @@ TAPS = np.array([[[1, 0, 0], [0, 1, 1]],
 #: 2i - 1 + r of the output (r = 0..3): the 4x4 block that pixel reaches.
 WINDOW_TAPS = np.array([[0, 0, 1], [0, 1, 1], [1, 1, 0], [1, 0, 0]])
 
+#: The same sums as matrices, one row per tap of the new kernel and one
+#: column per 3x3 tap (u, v), so that building a kernel from W, and folding
+#: a gradient back onto W, are each one small GEMM:
+#: PHASE_SUMS[(p, q, a, b), (u, v)] = A[a, p, u] A[b, q, v],
+#: WINDOW_SUMS[(r, s), (u, v)] = B[r, u] B[s, v].
+PHASE_SUMS = np.einsum("apu,bqv->pqabuv", TAPS, TAPS).reshape(16, 9)
+WINDOW_SUMS = np.einsum("ru,sv->rsuv", WINDOW_TAPS, WINDOW_TAPS).reshape(16, 9)
+
 PADS = ((1, 1), (1, 1))  # the 2x2 phase convolution reads the input padded by 1
 
 _ON_DEVICE = {}
@@ -59,10 +67,6 @@ def _table(xp, dtype, table):
     if key not in _ON_DEVICE or _ON_DEVICE[key][0] is not xp:
         _ON_DEVICE[key] = (xp, xp.asarray(table, dtype=dtype))
     return _ON_DEVICE[key][1]
-
-
-def _taps(xp, dtype):
-    return _table(xp, dtype, TAPS)
 
 
 def phase_kernels(W):
@@ -78,10 +82,10 @@ def phase_kernels(W):
         ``K[p, q, c, (a*2 + b)*O + o]``: tap (p, q) of phase (a, b)'s kernel.
     """
     xp = backend.get_array_module(W)
-    A = _taps(xp, W.dtype)
     o, c = W.shape[:2]
-    K = xp.einsum("apu,bqv,ocuv->pqcabo", A, A, W)  # (2, 2, C, 2, 2, O)
-    return K.reshape(2, 2, c, 4 * o)
+    K = W.reshape(o * c, 9) @ _table(xp, W.dtype, PHASE_SUMS).T  # (O*C, 16): the tap sums
+    K = K.reshape(o, c, 2, 2, 2, 2).transpose(2, 3, 1, 4, 5, 0)  # (p, q, C, a, b, O)
+    return xp.ascontiguousarray(K).reshape(2, 2, c, 4 * o)
 
 
 def fold_phase_gradient(dK, out_channels):
@@ -103,9 +107,9 @@ def fold_phase_gradient(dK, out_channels):
     dW : ndarray, shape (O, C, 3, 3)
     """
     xp = backend.get_array_module(dK)
-    A = _taps(xp, dK.dtype)
-    c = dK.shape[2]
-    return xp.einsum("apu,bqv,pqcabo->ocuv", A, A, dK.reshape(2, 2, c, 2, 2, out_channels))
+    c, o = dK.shape[2], out_channels
+    dK = dK.reshape(2, 2, c, 2, 2, o).transpose(5, 2, 0, 1, 3, 4).reshape(o * c, 16)
+    return (dK @ _table(xp, dK.dtype, PHASE_SUMS)).reshape(o, c, 3, 3)
 
 
 def subpixel_forward(x, W, bias, relu=False):
@@ -159,9 +163,9 @@ def window_kernel(W):
         ``K4[(r, s, o), c] = sum_{u, v} B[r, u] B[s, v] W[o, c, u, v]``.
     """
     xp = backend.get_array_module(W)
-    Bt = _table(xp, W.dtype, WINDOW_TAPS)
     o, c = W.shape[:2]
-    return xp.einsum("ru,sv,ocuv->rsoc", Bt, Bt, W).reshape(16 * o, c)
+    K4 = W.reshape(o * c, 9) @ _table(xp, W.dtype, WINDOW_SUMS).T  # (O*C, 16): the tap sums
+    return xp.ascontiguousarray(K4.T.reshape(16, o, c)).reshape(16 * o, c)
 
 
 def subpixel_backward(x, dout, W, y=None, input_grad=True, window=True):
@@ -222,10 +226,10 @@ def subpixel_backward(x, dout, W, y=None, input_grad=True, window=True):
         dK4 += dcols.T @ x[part].reshape(-1, c)           # dL/dK4 = dcols.T @ x: (16*O, C)
         if input_grad:
             xp.matmul(dcols, K4, out=dx[part].reshape(-1, c))  # dL/dx = dcols @ K4: (N'*H*W, C)
-    # each 3x3 tap was added into several 4x4 taps: its gradient sums theirs
-    Bt = _table(xp, dout.dtype, WINDOW_TAPS)
-    dW = xp.einsum("ru,sv,rsoc->ocuv", Bt, Bt, dK4.reshape(4, 4, o, c))
-    return dW, db, dx
+    # each 3x3 tap was added into several 4x4 taps: its gradient sums theirs,
+    # dW[o, c, u, v] = sum_{r, s} B[r, u] B[s, v] dK4[(r, s, o), c]
+    dW = _table(xp, dout.dtype, WINDOW_SUMS).T @ dK4.reshape(16, o * c)  # (9, O*C)
+    return xp.ascontiguousarray(dW.T).reshape(o, c, 3, 3), db, dx
 
 
 def _backward_phases(x, dout, W, y, input_grad):
