@@ -373,3 +373,33 @@ def test_compiled_model_prints_which_rules_fired():
                  "Conv(64->1, 3x3, padding='same')"):
         assert line in text, text
     assert "Dense(784->64, relu)" in repr(fast.compile(dense_autoencoder(seed=0), workers=1))
+
+
+# --------------------------------------------------------------------------
+# inference: the same output, nothing kept for backward
+# --------------------------------------------------------------------------
+@pytest.mark.parametrize("build, shape", [
+    (lambda: conv_denoiser(seed=1, dtype=F64), (5, 1, 28, 28)),
+    (lambda: dense_autoencoder(hidden=16, seed=1, dtype=F64), (3, 1, 28, 28)),
+    (lambda: Sequential([Conv2D(2, 3, 3, dtype=F64, seed=0), ReLU(), MaxPool2D(2, padding="same"),
+                         MaxPool2D(2), ConvTranspose2D(3, 2, 3, stride=2, dtype=F64, seed=1)]),
+     (2, 2, 7, 9)),
+], ids=["conv_denoiser", "dense_autoencoder", "pools_and_a_textbook_layer"])
+def test_infer_is_forward_without_caches(backend, monkeypatch, build, shape):
+    monkeypatch.setattr(fast_model, "MIN_WORK_PER_WORKER", 1)
+    model = _biased(build())
+    x = to_xp(np.random.default_rng(2).uniform(size=shape))
+    expected = to_np(model.forward(x))
+    for workers in ([1, 3] if backend == "numpy" else [1]):
+        net = fast.compile(model, workers=workers)
+        assert _rel(net.infer(x), expected) < TOL
+        ops_lists = [net.ops] + net._replicas
+        assert all(op._cache is None for ops_list in ops_lists for op in ops_list)
+        with pytest.raises(RuntimeError, match="before forward"):
+            net.backward(to_xp(np.ones(expected.shape)))
+
+
+def test_infer_keeps_the_max_pool_ties_and_nans():
+    pool = ops.MaxPool(MaxPool2D(2), relu=True)
+    x = np.array([[[[1.0], [1.0]], [[-2.0], [np.nan]]]])  # (1, 2, 2, 1): a NaN in the window
+    assert np.isnan(pool.infer(x)).all() and np.isnan(pool.forward(x)).all()

@@ -273,6 +273,28 @@ class FastSequential:
             else tuple(y.shape)
         return y.transpose(0, 3, 1, 2) if y.ndim == 4 else y
 
+    def infer(self, x):
+        """The output for inference (evaluation, prediction): the same function as
+        :meth:`forward`, but no op keeps anything for a backward pass, so each
+        activation is freed as soon as the next op has read it (a smaller peak,
+        hence larger batches), and the max-pools skip recording their winners.
+
+        x : ndarray, (N, C, H, W) or (N, D) -> the output, in the textbook model's layout.
+        A following :meth:`backward` raises: call :meth:`forward` to train.
+        """
+        self.check_input(x)
+        xp = backend.get_array_module(x)
+        h = xp.ascontiguousarray(x.transpose(0, 2, 3, 1)) if x.ndim == 4 else x
+        self._slices = self._output_shape = None
+        parts = self.workers_for(tuple(x.shape))
+        if parts == 1:
+            y = _run_infer(self.ops, h)
+        else:
+            replicas = self._replica_ops(parts)
+            y = xp.concatenate(self._pool.map(lambda i, s: _run_infer(replicas[i], h[s]),
+                                              batch_slices(len(x), parts)))
+        return y.transpose(0, 3, 1, 2) if y.ndim == 4 else y
+
     def backward(self, dout):
         """dout : the output's shape -> dL/dx (the input's shape), or None without ``input_grad``.
 
@@ -299,6 +321,12 @@ class FastSequential:
 def _run_forward(ops_list, h):
     for op in ops_list:
         h = op.forward(h)
+    return h
+
+
+def _run_infer(ops_list, h):
+    for op in ops_list:
+        h = op.infer(h)
     return h
 
 

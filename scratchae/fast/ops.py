@@ -37,6 +37,12 @@ class Op:
     def _relu(self):
         return ", relu" if getattr(self, "relu", False) else ""
 
+    def infer(self, x):
+        """The forward pass for inference: the same output, nothing kept for backward."""
+        y = self.forward(x)
+        self._cache = None
+        return y
+
     def replica(self):
         """A copy sharing the parameter arrays, with its own cache and gradients."""
         twin = copy.copy(self)
@@ -150,12 +156,11 @@ class MaxPool(Op):
     def __repr__(self):
         return f"MaxPool(2x2, padding={self.layers[0].padding!r}{self._relu()})"
 
-    def forward(self, x):
-        """x : (N, H, W, C) -> y : (N, OH, OW, C)"""
+    def _corners(self, x):
+        """The four corners of every 2x2 window, as strided views (N, OH, OW, C)."""
         xp = backend.get_array_module(x)
-        pool = self.layers[0]
         n, h, w, c = x.shape
-        pads = pool.pads(h, w)
+        pads = self.layers[0].pads(h, w)
         (top_pad, bottom), (left_pad, right) = pads
         oh, ow = conv_output_size((h, w), (2, 2), (2, 2), pads)
         if top_pad or bottom or left_pad or right:  # 'same' with an odd size: pad with -inf
@@ -163,7 +168,13 @@ class MaxPool(Op):
             x_pad[:, top_pad:top_pad + h, left_pad:left_pad + w] = x
         else:  # 'valid': an odd last row/column belongs to no window
             x_pad = x[:, :2 * oh, :2 * ow]
-        c0, c1, c2, c3 = (x_pad[:, p::2, q::2] for p in range(2) for q in range(2))
+        return [x_pad[:, p::2, q::2] for p in range(2) for q in range(2)]
+
+    def forward(self, x):
+        """x : (N, H, W, C) -> y : (N, OH, OW, C)"""
+        xp = backend.get_array_module(x)
+        (top_pad, _), (left_pad, _) = self.layers[0].pads(*x.shape[1:3])
+        c0, c1, c2, c3 = self._corners(x)
         # the winner, in two rounds: the max of each row pair, then of the two;
         # strict ">" keeps the first corner on a tie, as the textbook argmax does
         right_top, right_bottom = c1 > c0, c3 > c2  # (N, OH, OW, C) each
@@ -176,6 +187,15 @@ class MaxPool(Op):
         self._cache = ((right_top, right_bottom, lower), y if self.relu else None, x.shape,
                        (top_pad, left_pad))
         return y
+
+    def infer(self, x):
+        """The pooled maximum (and ReLU) only: no winners recorded for a backward pass."""
+        xp = backend.get_array_module(x)
+        c0, c1, c2, c3 = self._corners(x)
+        y = xp.maximum(c0, c1)
+        xp.maximum(y, c2, out=y)
+        xp.maximum(y, c3, out=y)
+        return relu_(y) if self.relu else y
 
     def backward(self, dout):
         """dout : (N, OH, OW, C) -> dx : (N, H, W, C)"""
