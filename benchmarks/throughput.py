@@ -609,8 +609,8 @@ def sgemm_peak(threads, size=1024, repeats=5):
 
 
 ABLATIONS = {
-    "conv": ("subpixel", "conv", "maxpool", "relu_pool", "fused_relu", "upsample", "first_dx",
-             "fast_loss", "fast_adam", "threads"),
+    "conv": ("subpixel", "window_grad", "conv", "conv_pool", "maxpool", "relu_pool",
+             "fused_relu", "upsample", "first_dx", "fast_loss", "fast_adam", "threads"),
     "dense": ("dense", "fused_relu", "reshape", "first_dx", "fast_loss", "fast_adam"),
 }
 

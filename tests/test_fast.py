@@ -221,12 +221,14 @@ def test_the_tutorial_models(backend, build):
 def test_the_conv_denoiser_becomes_the_expected_ops():
     net = fast.compile(conv_denoiser())
     assert [type(op).__name__ for op in net.ops] == [
-        "Conv", "MaxPool", "Conv", "MaxPool", "Conv", "MaxPool",  # ReLUs moved after the pools
+        "ConvPool", "Conv", "MaxPool", "Conv", "MaxPool",  # ReLUs moved after the pools
         "Upsample", "Conv", "SubPixelConv", "SubPixelConv", "Conv"]
     assert [getattr(op, "relu", None) for op in net.ops] == [
-        False, True, False, True, False, True, None, True, True, True, False]
+        True, False, True, False, True, None, True, True, True, False]
     assert sum(p.size for p in net.parameters()) == 121_281
     assert not net.ops[0].input_grad and all(op.input_grad for op in net.ops[1:])
+    with_dx = fast.compile(conv_denoiser(), input_grad=True)  # conv_pool is for no dx only
+    assert [type(op).__name__ for op in with_dx.ops][:2] == ["Conv", "MaxPool"]
 
 
 def test_several_slices_and_workers(backend, monkeypatch):
@@ -241,6 +243,63 @@ def test_several_slices_and_workers(backend, monkeypatch):
 # --------------------------------------------------------------------------
 # no dx for the first layer
 # --------------------------------------------------------------------------
+def assert_same_weight_grads(model, x, rules=fast_model.RULES, workers=1):
+    """The compiled model without dx (as training runs it): same output and parameter
+    gradients as the textbook model."""
+    x = to_xp(x)
+    y = model.forward(x)
+    dout = to_xp(np.random.default_rng(0).standard_normal(y.shape))
+    model.backward(dout)
+    grads = {k: to_np(g) for k, g in model.grads.items()}
+    net = fast.compile(model, workers=workers, rules=rules)
+    assert _rel(net.forward(x), y) < TOL
+    assert net.backward(dout) is None
+    for key, g in grads.items():
+        assert net.grads[key].shape == g.shape and _rel(net.grads[key], g) < TOL, key
+    return net
+
+
+@pytest.mark.parametrize("cin, kernel, pool, shape, relu_at", [
+    (1, 3, "valid", (3, 1, 8, 6), "pool"),      # the tutorial's first layer in small
+    (2, 3, "valid", (2, 2, 7, 9), "pool"),      # odd sizes: the last row/column dropped
+    (3, (3, 2), "valid", (2, 3, 6, 7), "conv"),  # non-square kernel, ReLU kept on the conv
+    (2, 3, "same", (2, 2, 6, 4), "pool"),       # 'same' on even sizes pads nothing
+    (2, 3, "valid", (2, 2, 6, 6), None),        # no ReLU at all
+])
+def test_conv_pool_rule(backend, monkeypatch, cin, kernel, pool, shape, relu_at):
+    """The first conv and its max-pool as one op: dW from the four corners' im2col."""
+    monkeypatch.setattr(fast_model, "MIN_WORK_PER_WORKER", 1)
+    monkeypatch.setattr(fast_conv, "CHUNK_ELEMENTS", 200)             # several slices
+    monkeypatch.setattr(fast.convpool, "CHUNK_OUTPUTS", 100)
+    layers = [Conv2D(cin, 3, kernel, dtype=F64, seed=0)] + ([ReLU()] if relu_at else [])
+    layers += [MaxPool2D(2, padding=pool), Conv2D(3, 2, 3, dtype=F64, seed=1)]
+    rules = [r for r in fast_model.RULES if relu_at != "conv" or r != "relu_pool"]
+    for workers in ([1, 2] if backend == "numpy" else [1]):
+        net = assert_same_weight_grads(_biased(Sequential(layers, input_shape=shape[1:])),
+                                       _x(shape), rules=rules, workers=workers)
+        assert type(net.ops[0]) is ops.ConvPool and net.ops[0].relu == bool(relu_at)
+
+
+def test_conv_pool_ties_go_to_the_first_corner(backend):
+    conv = Conv2D(1, 1, 1, dtype=F64, seed=0)
+    conv.params["W"][...] = 1.0
+    x = np.zeros((1, 1, 4, 4))
+    x[0, 0, :2, :2] = [[1.0, 1.0], [1.0, 0.0]]  # three corners tie
+    x[0, 0, 2:, 2:] = [[0.0, 2.0], [2.0, 2.0]]
+    x[0, 0, :2, 2:] = [[0.0, 1.0], [1.0, 0.0]]
+    net = assert_same_weight_grads(Sequential([conv, ReLU(), MaxPool2D(2)]), x)
+    assert type(net.ops[0]) is ops.ConvPool
+
+
+def test_conv_pool_needs_the_pool_to_fit(backend):
+    """A 'same' pool of an odd size pads with -inf: left as a Conv and a MaxPool."""
+    layers = [Conv2D(1, 2, 3, dtype=F64, seed=0), ReLU(), MaxPool2D(2, padding="same")]
+    net = assert_same_weight_grads(_biased(Sequential(layers, input_shape=(1, 7, 7))),
+                                   _x((2, 1, 7, 7)))
+    assert [type(op) for op in net.ops] == [ops.Conv, ops.MaxPool]
+    rules = [r for r in fast_model.RULES if r != "conv_pool"]
+    net = fast.compile(conv_denoiser(), rules=rules)
+    assert [type(op) for op in net.ops][:2] == [ops.Conv, ops.MaxPool]
 @pytest.mark.parametrize("layer", [
     lambda: Conv2D(1, 4, 3, dtype=F64, seed=0), lambda: Conv2D(4, 1, 3, dtype=F64, seed=0),
     lambda: Conv2D(3, 3, 3, stride=2, dtype=F64, seed=0),
@@ -367,7 +426,8 @@ def test_fast_losses_are_the_textbook_losses(backend, kind, dtype):
 
 def test_compiled_model_prints_which_rules_fired():
     text = repr(fast.compile(conv_denoiser(seed=0), workers=1))
-    for line in ("Conv(1->64, 3x3, padding='same')", "MaxPool(2x2, padding='same', relu)",
+    for line in ("ConvPool(1->64, 3x3, padding='same', pool 2x2, relu)",
+                 "MaxPool(2x2, padding='same', relu)",
                  "Conv(32->32, 3x3, padding='same', relu)",
                  "SubPixelConv(x2, 32->64, 3x3, relu, window_grad)",
                  "Conv(64->1, 3x3, padding='same')"):

@@ -25,7 +25,9 @@ reshape     Flatten, Reshape((C, H, W))         ``Flatten``, ``Reshape``
 ==========  ==================================  ====================================
 
 and two rules about the whole model: the first op with parameters skips
-dL/dx (training needs no gradient for the input images), and on the CPU
+dL/dx (training needs no gradient for the input images; with ``conv_pool``,
+a first conv and the max-pool after it become one ``ConvPool`` op that never
+stores the conv's full-size output or its gradient), and on the CPU
 the batch is split over worker threads where that pays
 (:mod:`scratchae.fast.parallel`).
 
@@ -74,10 +76,23 @@ def _doubles(upsample, shape):
     return shape is not None and upsample.size == (2 * shape[2], 2 * shape[3])
 
 
+def _pools_whole(built, first, shapes, layers):
+    """True if op ``first`` (a model's first op with weights, no dx) is a ``Conv`` and
+    the next op a ``MaxPool`` that needs no padding of the conv's output."""
+    if first + 1 >= len(built) or not isinstance(built[first], ops.Conv) \
+            or not isinstance(built[first + 1], ops.MaxPool):
+        return False
+    pool = built[first + 1].layers[0]
+    if pool.padding == "valid":
+        return True
+    conv_shape = shapes[layers.index(built[first].layers[0]) + 1]
+    return conv_shape is not None and pool.pads(*conv_shape[2:]) == ((0, 0), (0, 0))
+
+
 #: The rewrite rules, by name: ``compile(model, rules=...)`` can leave some out
 #: (to measure what each one gains, ``benchmarks/throughput.py --without``).
 RULES = ("subpixel", "window_grad", "conv", "maxpool", "relu_pool", "fused_relu", "dense",
-         "upsample", "reshape")
+         "upsample", "reshape", "conv_pool")
 
 
 def _rewrite(layers, i, shape, rules):
@@ -154,9 +169,11 @@ def compile(model, *, input_grad=False, workers=None, rules=RULES):  # noqa: A00
         op, used = _rewrite(layers, i, shapes[i], set(rules))
         built.append(op)
         i += used
-    first = next((op for op in built if op.params), None)
+    first = next((i for i, op in enumerate(built) if op.params), None)
     if first is not None and not input_grad:
-        first.input_grad = False
+        built[first].input_grad = False
+        if "conv_pool" in rules and _pools_whole(built, first, shapes, layers):
+            built[first:first + 2] = [ops.ConvPool(built[first], built[first + 1])]
     return FastSequential(model, built, input_grad, check_workers(workers, "fast.compile"))
 
 

@@ -16,6 +16,7 @@ import numpy as np
 from .. import backend
 from ..layers.base import conv_output_size
 from .conv import conv_backward, conv_forward
+from .convpool import conv_pool_backward, conv_pool_forward
 from .subpixel import subpixel_backward, subpixel_forward
 
 
@@ -136,6 +137,41 @@ class SubPixelConv(Op):
                                        window=self.window)
         self.grads = {"W": dW, "b": db}
         return dx
+
+
+class ConvPool(Op):
+    """A model's first conv and the 2x2 max-pool after it, with no dx (rule ``conv_pool``).
+
+    Made by :func:`~scratchae.fast.compile` from a ``Conv`` and a ``MaxPool``
+    op; see :mod:`scratchae.fast.convpool` for the identity.
+    """
+
+    def __init__(self, conv_op, pool_op):
+        super().__init__([conv_op.layers[0], pool_op.layers[0]], conv_op.keys, input_grad=False)
+        self.relu = conv_op.relu or pool_op.relu  # relu(pool(y)) = pool(relu(y))
+
+    def __repr__(self):
+        conv = self.layers[0]
+        (kh, kw) = conv.kernel_size
+        return (f"ConvPool({conv.in_channels}->{conv.out_channels}, {kh}x{kw}, "
+                f"padding={conv.padding!r}, pool 2x2{self._relu()})")
+
+    def forward(self, x):
+        """x : (N, H, W, C) -> z : (N, OH // 2, OW // 2, O)"""
+        pads = self.layers[0].pads(*x.shape[1:3])
+        W4 = self.params["W"].transpose(2, 3, 1, 0)
+        z, winners = conv_pool_forward(x, W4, self.params["b"], pads, self.relu)
+        self._cache = (x, z if self.relu else None, winners, pads)
+        return z
+
+    def backward(self, dout):
+        """dout : (N, OH // 2, OW // 2, O) -> None (a first layer computes no dx)"""
+        x, z, winners, pads = self._cached()
+        xp = backend.get_array_module(dout)
+        W = self.params["W"]
+        dW4, db = conv_pool_backward(x, dout, W.transpose(2, 3, 1, 0), pads, z, winners)
+        self.grads = {"W": xp.ascontiguousarray(dW4.transpose(3, 2, 0, 1)), "b": db}
+        return None
 
 
 class MaxPool(Op):
