@@ -45,8 +45,9 @@ Options
                              --workers 1), one table of step times per model
 --without RULE[,RULE...]     the fast path without some of its tricks, to measure
                              what each gains: a rewrite rule of scratchae.fast
-                             (subpixel, conv, maxpool, relu_pool, fused_relu, dense,
-                             upsample, reshape), first_dx (compute the first layer's
+                             (subpixel, window_grad, conv, conv_pool, maxpool,
+                             relu_pool, fused_relu, dense, upsample, reshape),
+                             first_dx (compute the first layer's
                              dx), fast_loss (the textbook loss), fast_adam (the
                              textbook Adam); --workers 1 leaves out the threads
 --dtype {float32,float64}    default float32 (PyTorch uses the same dtype)
