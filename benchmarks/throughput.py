@@ -58,6 +58,10 @@ Options
                              several times back to back per repeat; 0 = one step
 --no-memory                  skip the peak-memory subprocesses
 --seed S                     seed of the weights and of the batch, default 0
+--clock {wall,cpu}           wall (default): elapsed time; cpu: the process's CPU
+                             seconds, all threads added up, far less disturbed by
+                             other processes on a busy machine; with --threads 1
+                             --workers 1 it is the work of one step
 
 The batch
 ---------
@@ -154,6 +158,7 @@ CHILD_MARKER = "@@memory-result@@ "
 MEMORY_CHILD_MAX_REPEATS = 3
 
 np = None  # NumPy is imported in main(), after the thread variables are set.
+clock = time.perf_counter  # what a step's time is read from (--clock)
 
 
 # --------------------------------------------------------------------------
@@ -194,6 +199,11 @@ def parse_args(argv=None):
     parser.add_argument("--no-memory", action="store_true",
                         help="skip the peak-memory subprocesses")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="wall: elapsed time (default); cpu: CPU seconds of the whole "
+                             "process, every thread added up, which other processes on a "
+                             "busy machine disturb far less (use with --threads 1 "
+                             "--workers 1: the work of a step, not its parallel speed)")
     # Internal: run one (model, framework) pair and report its memory as JSON.
     parser.add_argument("--_memory-child", nargs=2, metavar=("MODEL", "FRAMEWORK"),
                         help=argparse.SUPPRESS)
@@ -425,11 +435,11 @@ def time_alternating(runners, warmup, repeats, min_time):
     for _ in range(repeats):
         for name, (step, sync) in runners.items():
             settle(step, sync, SETTLE_SECONDS)
-            start = time.perf_counter()
+            start = clock()
             for _ in range(inner[name]):
                 step()
             sync()
-            times[name].append((time.perf_counter() - start) / inner[name])
+            times[name].append((clock() - start) / inner[name])
     return times, inner
 
 
@@ -450,10 +460,10 @@ def profile_scratchae(model_name, args, batch):
     def timed(fn, times, record_shape=None):
         def wrapper(*args, **kwargs):
             sync()
-            start = time.perf_counter()
+            start = clock()
             out = fn(*args, **kwargs)
             sync()
-            times.append(time.perf_counter() - start)
+            times.append(clock() - start)
             if record_shape is not None:
                 record_shape["shape"] = tuple(out.shape)
             return out
@@ -470,20 +480,20 @@ def profile_scratchae(model_name, args, batch):
 
     def step(timing):
         sync()
-        start = time.perf_counter()
+        start = clock()
         logits = net.forward(x)
-        t0 = time.perf_counter()
+        t0 = clock()
         criterion.forward(logits, t)
         sync()
-        t1 = time.perf_counter()
+        t1 = clock()
         dlogits = criterion.backward()
         sync()
-        t2 = time.perf_counter()
+        t2 = clock()
         net.backward(dlogits)
-        t3 = time.perf_counter()
+        t3 = clock()
         optimizer.step(net.gradients())
         sync()
-        t4 = time.perf_counter()
+        t4 = clock()
         if timing:
             loss_fwd.append(t1 - t0)
             loss_bwd.append(t2 - t1)
@@ -603,9 +613,9 @@ def sgemm_peak(threads, size=1024, repeats=5):
     with threadpool_limits(threads, user_api="blas"):
         np.matmul(a, b, out=out)
         for _ in range(repeats):
-            start = time.perf_counter()
+            start = clock()
             np.matmul(a, b, out=out)
-            best = min(best, time.perf_counter() - start)
+            best = min(best, clock() - start)
     return 2 * size**3 / best / 1e9
 
 
@@ -793,8 +803,9 @@ def print_header(args, threads_source, torch):
     print(f"backend {backend_text}, scratchae {path}, up to {plural(args.workers, 'worker')}, "
           f"batch {args.batch_size}, "
           f"dtype {args.dtype}, warmup {args.warmup}, repeats {args.repeats}{torch_text}")
-    print("step = forward + SigmoidCrossEntropy + backward + Adam; figures are medians; "
-          f"load average {load_average()} at start")
+    clock_text = "" if args.clock == "wall" else "CPU seconds (--clock cpu), "
+    print(f"step = forward + SigmoidCrossEntropy + backward + Adam; {clock_text}"
+          f"figures are medians; load average {load_average()} at start")
     print(flush=True)
 
 
@@ -900,6 +911,8 @@ def summary_line(model_name, args, times, memory, workers, flop, peak):
 def main(argv=None):
     global np
     args = parse_args(argv)
+    global clock
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
     threads_source = "--threads"
     if args.threads is not None:
         for var in THREAD_VARS:  # must happen before NumPy loads its BLAS
