@@ -23,7 +23,7 @@ set -euo pipefail
 DATA=${1:?usage: bash benchmarks/perf_report.sh MNIST_DIR [OUT_DIR] [PARTS]}
 OUT=${2:-perf_report}
 PARTS=${3:-step dense ablate epoch full winograd}
-RUNS=5
+RUNS=${RUNS:-5}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 mkdir -p "$OUT"
