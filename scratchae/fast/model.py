@@ -4,25 +4,25 @@ The rewrite walks the layer list once, left to right, and at each position
 applies the first rule that matches (each rule is one identity; see
 ``docs/fast.md`` for the derivations and the measured gains):
 
-==========  ==================================  ====================================
-rule        textbook layers                     fast op
-==========  ==================================  ====================================
-subpixel    Upsample2D (x2) + Conv2D 3x3        ``SubPixelConv``: four 2x2 phase
-            'same' [+ ReLU]                     convolutions of the small input
-window_grad (inside ``SubPixelConv``)           its backward as one stride-2 4x4
-                                                im2col of dy
-conv        Conv2D (stride 1) [+ ReLU]          ``Conv``: multiply-first when O < C,
-                                                flipped-kernel dx, im2col slices
-relu_pool   ReLU + MaxPool2D (2x2, stride 2)    ``MaxPool(relu=True)``: pool first,
-                                                ReLU on 4x fewer values
-maxpool     MaxPool2D (2x2, stride 2)           ``MaxPool``: four corners, channels-last
-fused_relu  ... + ReLU                          bias and ReLU in place on the op's output
-dense       Dense [+ ReLU]                      ``Dense``
-upsample    Upsample2D (other sizes)            ``Upsample``, index arrays kept on
-                                                the device
-reshape     Flatten, Reshape((C, H, W))         ``Flatten``, ``Reshape``
-            anything else                       ``Textbook``: the layer as written
-==========  ==================================  ====================================
+===========  ==================================  ====================================
+rule         textbook layers                     fast op
+===========  ==================================  ====================================
+subpixel     Upsample2D (x2) + Conv2D 3x3        ``SubPixelConv``: four 2x2 phase
+             'same' [+ ReLU]                     convolutions of the small input
+window_grad  (inside ``SubPixelConv``)           its backward as one stride-2 4x4
+                                                 im2col of dy
+conv         Conv2D (stride 1) [+ ReLU]          ``Conv``: multiply-first when O < C,
+                                                 flipped-kernel dx, im2col slices
+relu_pool    ReLU + MaxPool2D (2x2, stride 2)    ``MaxPool(relu=True)``: pool first,
+                                                 ReLU on 4x fewer values
+maxpool      MaxPool2D (2x2, stride 2)           ``MaxPool``: four corners, channels-last
+fused_relu   ... + ReLU                          bias and ReLU in place on the op's output
+dense        Dense [+ ReLU]                      ``Dense``
+upsample     Upsample2D (other sizes)            ``Upsample``, index arrays kept on
+                                                 the device
+reshape      Flatten, Reshape((C, H, W))         ``Flatten``, ``Reshape``
+             anything else                       ``Textbook``: the layer as written
+===========  ==================================  ====================================
 
 and two rules about the whole model: the first op with parameters skips
 dL/dx (training needs no gradient for the input images; with ``conv_pool``,
