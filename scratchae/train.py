@@ -77,6 +77,7 @@ def predict(model, images, batch_size, workers=None):
     ----------
     model : Sequential (or a compiled one)
     images : ndarray, shape (N, 1, 28, 28), host NumPy
+        Any floating dtype: cast once to the model's, with a note on stderr.
     batch_size : int
     workers : int, optional
         Threads that share each batch; None: one per core on the CPU.
@@ -86,8 +87,16 @@ def predict(model, images, batch_size, workers=None):
     ndarray, shape (N, 1, 28, 28), host NumPy, values in [0, 1]
     """
     net = model if hasattr(model, "source") else fast_path.compile(model, workers=workers)
+    return _sigmoid_batches(net, validate.in_model_dtype(images, net.dtype, "images"),
+                            batch_size)
+
+
+def _sigmoid_batches(net, images, batch_size):
+    """``sigmoid(net.infer(batch))`` for every batch of host ``images``, on the host
+    (``infer``: the fast path's forward that keeps nothing for backward)."""
+    infer = getattr(net, "infer", net.forward)
     return np.concatenate([
-        backend.to_numpy(sigmoid(net.forward(backend.asarray(images[i:i + batch_size]))))
+        backend.to_numpy(sigmoid(infer(backend.asarray(images[i:i + batch_size]))))
         for i in range(0, len(images), batch_size)])
 
 
@@ -167,7 +176,12 @@ class Trainer:
         Default :class:`~scratchae.losses.SigmoidCrossEntropy`.
 
     Subclasses say what is measured on the test set by overriding
-    :attr:`loss_name`, :meth:`batch_metrics` and :meth:`format_summary`.
+    :attr:`loss_name` (the metric that is the training loss's counterpart),
+    :attr:`metric_names`, ``_evaluate(images)`` (the mean of each metric
+    over the test set; this class's adds up :meth:`batch_metrics` over the
+    test batches, which :class:`~scratchae.vae.VAETrainer` and
+    :class:`~scratchae.sparse.SparseTrainer` replace) and
+    :meth:`format_summary`.
     """
 
     loss_name = "bce"  # the training loss's name in logs and metrics
@@ -211,7 +225,8 @@ class Trainer:
 
         Parameters
         ----------
-        clean : ndarray, shape (N, 1, 28, 28), on the current backend
+        clean : ndarray, shape (N, 1, 28, 28), on the current backend, in the model's
+            dtype (the model refuses another: :meth:`fit` casts a dataset once)
         """
         net, loss_fn = self.net, self.loss_fn
         noisy = clean if self.noise is None else self.noise(clean, self.noise_rng)
@@ -228,9 +243,16 @@ class Trainer:
             return clean
         return self.noise(clean, np.random.default_rng([self.seed, 3]))
 
+    def _in_model_dtype(self, images, what):
+        """``images`` in the model's dtype: cast once, with a note in the log, if they are
+        another float (see :func:`scratchae.validate.in_model_dtype`)."""
+        return validate.in_model_dtype(images, self.model.dtype, what, self.log)
+
     def predict(self, images):
-        """Sigmoid of the model's logits for host images (N, 1, 28, 28), batch by batch."""
-        return predict(self.net, images, self.eval_batch_size)
+        """Sigmoid of the model's logits for host images (N, 1, 28, 28), batch by batch,
+        on the path the trainer trains on (``fast=False``: the textbook layers)."""
+        return _sigmoid_batches(self.net, self._in_model_dtype(images, "images"),
+                                self.eval_batch_size)
 
     def batch_metrics(self, inputs, clean, logits):
         """Sums over one test batch of what :meth:`evaluate` reports (means over the set)."""
@@ -259,15 +281,17 @@ class Trainer:
         images : ndarray, shape (N, 1, 28, 28), clean test images, host NumPy
         """
         validate.images(images, "Trainer.evaluate: images", self.model.input_shape)
+        images = self._in_model_dtype(images, "images")
         with _checks_off(self.net, self.loss_fn):
             return self._evaluate(images)
 
     def _evaluate(self, images):
         noisy, totals = self.corrupt_test(images), {}
+        infer = getattr(self.net, "infer", self.net.forward)  # the fast path: nothing cached
         for i in range(0, len(images), self.eval_batch_size):
             clean = backend.asarray(images[i:i + self.eval_batch_size])
             inputs = backend.asarray(noisy[i:i + self.eval_batch_size])
-            for k, v in self.batch_metrics(inputs, clean, self.net.forward(inputs)).items():
+            for k, v in self.batch_metrics(inputs, clean, infer(inputs)).items():
                 totals[k] = totals.get(k, 0.0) + v
         return {k: v / len(images) for k, v in totals.items()}
 
@@ -277,9 +301,11 @@ class Trainer:
 
         Parameters
         ----------
-        train_images : ndarray, shape (N, 1, 28, 28), float32 in [0, 1], host NumPy
+        train_images : ndarray, shape (N, 1, 28, 28), floats in [0, 1], host NumPy
+            In the model's dtype (float32), or cast to it once, here, with
+            a note in the log (``uint8 / 255.0`` is float64).
         test_images : ndarray, shape (M, 1, 28, 28), optional
-            Evaluated after every epoch.
+            Evaluated after every epoch; cast likewise.
         epochs : int
             Total number of epochs, counting those done before a resume.
 
@@ -312,6 +338,9 @@ class Trainer:
             raise ValueError(
                 f"Trainer.fit: the resumed epoch was shuffling {len(self.perm)} training images, "
                 f"got {len(train_images)}; resume with the same data (and --train-size)")
+        train_images = self._in_model_dtype(train_images, "train_images")
+        if test_images is not None:
+            test_images = self._in_model_dtype(test_images, "test_images")
         # Overflow and NaN warnings are what divergence looks like from inside
         # NumPy; the loop detects it itself and stops with one clear message.
         with _checks_off(self.net, self.loss_fn), np.errstate(over="ignore", invalid="ignore"):
