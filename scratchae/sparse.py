@@ -326,7 +326,7 @@ class SparseTrainer(Trainer):
     loss_name = "loss"
     metric_names = ("loss", "bce", "sparsity", "weight_decay", "mean_activation")
 
-    def _evaluate(self, images):
+    def _evaluate(self, images, targets=None):
         model = self.model
         code = model._code_layer()
         bce, total = 0.0, None

@@ -400,7 +400,7 @@ class VAETrainer(Trainer):
     def __init__(self, model, **kwargs):
         super().__init__(model, loss_fn=BernoulliNLL(), **kwargs)
 
-    def _evaluate(self, images):
+    def _evaluate(self, images, targets=None):
         return evaluate(self.net, images, batch_size=self.eval_batch_size, seed=self.seed)
 
     def format_summary(self, metrics):

@@ -46,6 +46,19 @@ def non_negative_int(value, name, owner=None):
     return int(value)
 
 
+def seed(value, name, owner=None):
+    """Return a seed: an int >= 0, or a tuple of them (a key such as ``(seed, stage)``).
+
+    Each random stream of a trainer is ``numpy.random.default_rng([*key, stream])``,
+    so a tuple gives each stage of a longer recipe streams of its own.
+    """
+    if isinstance(value, (tuple, list)) and value:
+        return tuple(non_negative_int(v, name, owner) for v in value)
+    if isinstance(value, (tuple, list)):
+        raise ValueError(f"{_owner(owner)}{name} must be an int >= 0 or a tuple of them, got ()")
+    return non_negative_int(value, name, owner)
+
+
 def positive_float(value, name, owner=None, at_most=None):
     """Return ``float(value)``; raise ``ValueError`` unless it is finite, > 0, <= ``at_most``."""
     if (isinstance(value, bool) or not isinstance(value, numbers.Real)

@@ -35,7 +35,7 @@ and a checkpoint is the same whichever trained it.
 
 from .. import backend
 from ..layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU, Reshape, Upsample2D
-from ..models import Sequential, check_dout
+from ..models import Sequential, check_dout, sum_gradients
 from . import ops
 from .parallel import (
     MIN_WORK_PER_WORKER,
@@ -185,9 +185,11 @@ class FastSequential:
         self._slices = None
         self._output_shape = None
         self._split = {}  # batch shape -> workers_for
-        # where each of the model's parameters gets its gradient: (op, name), in order
-        owner = {key: (op, name) for op in ops_list for name, key in op.keys.items()}
-        self._grad_order = [(key, *owner[key]) for key in source.params]
+        # where each of the model's parameters gets its gradient, in order: the (op, name)
+        # pairs that use its array (two for a tied weight, whose gradients add up)
+        self._grad_order = [(key, [(op, name) for op in ops_list
+                                   for name, array in op.params.items() if array is param])
+                            for key, param in source.params.items()]
 
     def __repr__(self):
         inner = "".join(f"\n  {op!r}" for op in self.ops)
@@ -225,10 +227,11 @@ class FastSequential:
 
     @property
     def grads(self):
-        return {key: op.grads[name] for key, op, name in self._grad_order}
+        return {key: sum_gradients(op.grads[name] for op, name in uses)
+                for key, uses in self._grad_order}
 
     def gradients(self):
-        return [op.grads[name] for _, op, name in self._grad_order]
+        return [sum_gradients(op.grads[name] for op, name in uses) for _, uses in self._grad_order]
 
     # -- the batch split ------------------------------------------------------
     def workers_for(self, batch_shape):
