@@ -193,6 +193,7 @@ def save_training(trainer, path):
         "seed": trainer.seed, "batch_size": trainer.batch_size, "history": trainer.history,
         "shuffle_rng": trainer.shuffle_rng.bit_generator.state,
         "noise_rng": trainer.noise_rng.bit_generator.state,
+        "noise": noise_name(trainer.noise),
     }
     model_rng = getattr(trainer.model, "rng", None)  # e.g. a VAE's sampler
     if model_rng is not None:
@@ -212,6 +213,25 @@ def save_training(trainer, path):
         arrays[f"{TRAIN_PREFIX}adam_v.{i}"] = backend.to_numpy(v)
     save_npz(path, {ARCHITECTURE: np.array(trainer.model.architecture()),
                     **weights(trainer.model), **arrays})
+
+
+def read_history(path):
+    """The per-epoch history saved in a training checkpoint (``{}`` if it holds none).
+
+    For figures that compare runs: e.g. ``read_history(path)["error"]``.
+    """
+    meta = load_npz(path).get(TRAIN_PREFIX + "meta")
+    if meta is None:
+        return {}
+    try:
+        return dict(json.loads(str(meta))["history"])
+    except (ValueError, TypeError, KeyError):
+        raise ValueError(f"{path}: damaged training state (history)") from None
+
+
+def noise_name(noise):
+    """How a checkpoint names a trainer's noise: ``"mask(0.1)"``, ``"none"``."""
+    return "none" if noise is None else getattr(noise, "__name__", repr(noise))
 
 
 def _rng(state):
@@ -265,6 +285,10 @@ def resume_training(trainer, path):
     if batch_size != trainer.batch_size:
         raise ValueError(f"{path}: was trained with batch size {batch_size}, "
                          f"got {trainer.batch_size}; resume with --batch-size {batch_size}")
+    saved_noise = meta.get("noise", noise_name(trainer.noise))  # older checkpoints: unchecked
+    if saved_noise != noise_name(trainer.noise):
+        raise ValueError(f"{path}: was trained with noise {saved_noise}, got "
+                         f"{noise_name(trainer.noise)}; resume with the same noise flags")
     if seed != trainer.seed:
         flag = seed if isinstance(seed, int) else seed[0]
         raise ValueError(f"{path}: was trained with seed {seed}, got {trainer.seed}; "

@@ -181,6 +181,9 @@ class Trainer:
         and :meth:`fit` ends with them in the model. None: the last epoch's.
     patience : int, optional
         With ``monitor``: stop early after this many epochs without a new best.
+    lr_schedule : callable, optional
+        ``lr_schedule(epoch) -> lr``: the learning rate of each epoch (0-based
+        count of the epochs done), set when the epoch starts. None: ``lr`` throughout.
 
     The data are ``(inputs, targets)`` pairs, or the inputs alone for an
     autoencoder (the targets are then the clean inputs). Subclasses say what
@@ -196,7 +199,8 @@ class Trainer:
 
     def __init__(self, model, *, lr=1e-3, batch_size=128, noise=None, seed=0,
                  checkpoint=None, progress=True, log=print, eval_batch_size=None,
-                 workers=None, fast=True, loss_fn=None, monitor=None, patience=None):
+                 workers=None, fast=True, loss_fn=None, monitor=None, patience=None,
+                 lr_schedule=None):
         self.batch_size = positive_int(batch_size, "batch_size", "Trainer")
         self.eval_batch_size = positive_int(
             batch_size if eval_batch_size is None else eval_batch_size, "eval_batch_size",
@@ -208,6 +212,10 @@ class Trainer:
         if patience is not None and monitor is None:
             raise ValueError("Trainer: patience needs a metric to monitor (monitor=...)")
         self.monitor = monitor
+        if lr_schedule is not None and not callable(lr_schedule):
+            raise TypeError(f"Trainer: lr_schedule must be a function epoch -> lr, "
+                            f"got {lr_schedule!r}")
+        self.lr_schedule = lr_schedule
         self.patience = None if patience is None else positive_int(patience, "patience",
                                                                     "Trainer")
         if noise is not None and not callable(noise):
@@ -445,6 +453,9 @@ class Trainer:
                     self.perm = self.shuffle_rng.permutation(n)
                     self.batch, self.loss_sum = 0, 0.0
                 perm = xp.asarray(self.perm)  # uploaded once per epoch
+                if self.lr_schedule is not None:
+                    self.optimizer.lr = validate.positive_float(
+                        self.lr_schedule(self.epoch), f"lr_schedule({self.epoch})", "Trainer")
                 start, done = time.perf_counter(), 0
                 bar = tqdm(total=steps, initial=self.batch, disable=not self.progress,
                            desc=f"epoch {self.epoch + 1}/{epochs}", unit="batch", leave=False,
