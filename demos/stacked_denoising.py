@@ -61,10 +61,13 @@ def run_name(args):
     """The stem of a run's files: the comparison runs get their own."""
     if args.no_pretrain:
         return f"{NAME}_no_pretrain"
-    if args.corruption is not None and not any(
-            corruption_levels(args.corruption, len(args.hidden))):
-        return f"{NAME}_corruption0"
-    return NAME
+    if args.corruption is None:  # the default levels, none of them 0
+        return NAME
+    try:
+        levels = corruption_levels(args.corruption, len(args.hidden))
+    except ValueError:
+        return NAME  # the run itself reports the bad --corruption, as one line
+    return NAME if any(levels) else f"{NAME}_corruption0"
 
 
 def build_parser():
