@@ -9,6 +9,7 @@ line ``test bce=... psnr_in=...dB psnr_out=...dB``.
 
 import argparse
 import os
+import re
 import shlex
 import sys
 import tempfile
@@ -20,6 +21,32 @@ from .data import load_mnist
 from .noise import NOISES, make_noise
 from .train import Trainer, TrainingDiverged, TrainingInterrupted, format_summary
 from .validate import arg_non_negative_int, arg_positive_float, arg_positive_int
+
+
+class DemoHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` that shows every flag's default exactly once.
+
+    argparse's ``ArgumentDefaultsHelpFormatter`` appends ``(default: X)`` to
+    every help text, which printed ``(default: all) (default: None)`` for a
+    flag whose help already says what None means. Here a help that states
+    its own default (``... (default: all)``) keeps it while the flag's
+    default is None, and a demo that sets another default
+    (``parser.set_defaults(train_size=10000)``) gets that one instead; an
+    on/off flag says ``(default: off)``.
+    """
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.default is argparse.SUPPRESS or not action.option_strings:
+            return text
+        own = re.search(r" \(default: [^()]*\)$", text)
+        if action.default is None and own:
+            return text
+        if own:
+            text = text[:own.start()]
+        if action.nargs == 0 and action.const is True and action.default is False:  # store_true
+            return f"{text} (default: off)"
+        return f"{text} (default: %(default)s)"
 
 
 class DemoParser(argparse.ArgumentParser):
@@ -74,12 +101,14 @@ def build_parser(spec):
     """The common flags, with the demo's defaults."""
     parser = DemoParser(
         description=spec.description,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DemoHelpFormatter,
     )
     parser.add_argument("--backend", choices=backend.BACKENDS, default="numpy",
                         help="numpy (CPU) or cupy (NVIDIA GPU)")
-    parser.add_argument("--epochs", type=arg_positive_int, default=spec.epochs)
-    parser.add_argument("--batch-size", type=arg_positive_int, default=spec.batch_size)
+    parser.add_argument("--epochs", type=arg_positive_int, default=spec.epochs,
+                        help="passes over the training images")
+    parser.add_argument("--batch-size", type=arg_positive_int, default=spec.batch_size,
+                        help="images per training step")
     parser.add_argument("--lr", type=arg_positive_float, default=spec.lr,
                         help="Adam's learning rate")
     parser.add_argument("--train-size", type=arg_positive_int, default=None,
@@ -87,7 +116,8 @@ def build_parser(spec):
     parser.add_argument("--data-dir", default=None,
                         help="directory with the MNIST IDX files (default: $SCRATCHAE_DATA, "
                              "the cache, a download, or the bundled sample)")
-    parser.add_argument("--seed", type=arg_non_negative_int, default=0)
+    parser.add_argument("--seed", type=arg_non_negative_int, default=0,
+                        help="seed of every random stream: initial weights, shuffling, noise")
     parser.add_argument("--out", default="out", help="directory for figures and the checkpoint")
     parser.add_argument("--resume", action="store_true",
                         help="continue from the checkpoint OUT/NAME.npz")

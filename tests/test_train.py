@@ -111,6 +111,7 @@ def test_train_loop_demo_runs(tmp_path, monkeypatch, capsys):
                                 test_labels=full.test_labels[:600])
     monkeypatch.setattr(scratchae.data, "load_sample", lambda: small)
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["train_loop.py"])  # its flags' defaults, not pytest's
     runpy.run_path(str(ROOT / "demos" / "train_loop.py"), run_name="__main__")
     lines = capsys.readouterr().out.strip().splitlines()
     assert [line.split(":")[0] for line in lines[:2]] == ["epoch 1", "epoch 2"]
