@@ -25,13 +25,14 @@ Ends with one line, e.g.
 ``test error=1.34% valid=1.41% (best fine-tuning epoch 17) pretrain=212s finetune=305s``.
 """
 
+import argparse
 import sys
 from pathlib import Path
 
 import numpy as np
 
 from scratchae import backend, checkpoint, plots
-from scratchae.cli import DemoParser, check_output_dir, run_guarded
+from scratchae.cli import add_run_flags, check_output_dir, demo_parser, run_guarded
 from scratchae.data import load_mnist, validation_split
 from scratchae.sdae import (
     Recipe,
@@ -41,11 +42,7 @@ from scratchae.sdae import (
     stage_checkpoints,
     train_stacked,
 )
-from scratchae.validate import (
-    arg_non_negative_int,
-    arg_positive_float,
-    arg_positive_int,
-)
+from scratchae.validate import arg_positive_float, arg_positive_int
 
 NAME = "stacked_denoising"
 DEFAULTS = Recipe()
@@ -64,26 +61,19 @@ def run_name(args):
     if args.corruption is None:  # the default levels, none of them 0
         return NAME
     try:
-        levels = corruption_levels(args.corruption, len(args.hidden))
+        levels = corruption_levels(args.corruption, len(hidden_sizes(args.hidden)))
     except ValueError:
         return NAME  # the run itself reports the bad --corruption, as one line
     return NAME if any(levels) else f"{NAME}_corruption0"
 
 
 def build_parser():
-    parser = DemoParser(description="Greedy layer-wise pretraining of denoising autoencoders, "
-                                    "then fine-tuning: a stacked denoising autoencoder "
-                                    "classifies MNIST (every gradient by hand).")
-    # argparse's "(default: ...)" is written in each help by hand: the types turn
-    # "1000,1000,1000" into tuples, which would print badly
+    parser = demo_parser("Greedy layer-wise pretraining of denoising autoencoders, then "
+                         "fine-tuning: a stacked denoising autoencoder classifies MNIST "
+                         "(every gradient by hand).")
     add = parser.add_argument
-    add("--backend", choices=backend.BACKENDS, default="numpy",
-        help="numpy (CPU) or cupy (NVIDIA GPU) (default: numpy)")
-    add("--data-dir", default=None,
-        help="directory with the MNIST IDX files (default: $SCRATCHAE_DATA, the cache, a "
-             "download, or the bundled sample)")
-    add("--hidden", type=_arg(hidden_sizes), default=DEFAULTS.hidden,
-        help="hidden layer sizes (default: 1000,1000,1000)")
+    add("--hidden", type=_arg(hidden_sizes), default="1000,1000,1000",
+        help="hidden layer sizes")
     add("--corruption", default=None,
         help="masking noise of each layer's pretraining, in [0, 1): one level, or one per "
              "layer; 0 trains stacked ordinary autoencoders (default: 0.1,0.2,0.3, the "
@@ -91,40 +81,25 @@ def build_parser():
     add("--no-pretrain", action="store_true",
         help="fine-tune from random weights, without pretraining (what pretraining buys)")
     add("--pretrain-epochs", type=arg_positive_int, default=DEFAULTS.pretrain_epochs,
-        help="epochs of each layer's pretraining (default: %(default)s)")
+        help="epochs of each layer's pretraining")
     add("--pretrain-lr", type=arg_positive_float, default=DEFAULTS.pretrain_lr,
-        help="Adam's learning rate for pretraining (default: %(default)s)")
+        help="Adam's learning rate for pretraining")
     add("--finetune-epochs", type=arg_positive_int, default=DEFAULTS.finetune_epochs,
-        help="epochs of fine-tuning; the best on the validation split is kept "
-             "(default: %(default)s)")
+        help="epochs of fine-tuning; the best on the validation split is kept")
     add("--finetune-lr", type=arg_positive_float, default=DEFAULTS.finetune_lr,
-        help="Adam's learning rate for fine-tuning's first epoch (default: %(default)s)")
+        help="Adam's learning rate for fine-tuning's first epoch")
     add("--lr-decay", type=arg_positive_float, default=DEFAULTS.lr_decay,
-        help="the fine-tuning lr is multiplied by this after every epoch, in (0, 1] "
-             "(default: %(default)s)")
+        help="the fine-tuning lr is multiplied by this after every epoch, in (0, 1]")
     add("--batch-size", type=arg_positive_int, default=DEFAULTS.batch_size,
-        help="(default: %(default)s)")
+        help="images per training step, in every stage")
     add("--valid-size", type=arg_positive_int, default=10_000,
-        help="the last N training digits are the validation split (default: %(default)s)")
-    add("--train-size", type=arg_positive_int, default=None,
-        help="train on the first N digits of the training split only (default: all)")
-    add("--seed", type=arg_non_negative_int, default=0,
-        help="seeds the weights, the shuffling and the noise (default: %(default)s)")
-    add("--out", default="out", help="directory for figures and checkpoints (default: out)")
-    add("--resume", action="store_true",
-        help="continue from the checkpoints in --out (the stage that was interrupted)")
-    add("--no-progress", action="store_true", help="hide the progress bars")
-    add("--workers", type=arg_positive_int, default=None,
-        help="threads sharing each batch on the CPU (default: one per core; 1 with cupy)")
-    add("--textbook", action="store_true",
-        help="train the textbook layers as written, not the fast path")
+        help="the last N training digits are the validation split")
+    add_run_flags(parser)
     return parser
 
 
 def _arg(parse):
     """An argparse type from a parser that raises ValueError: the message becomes argparse's."""
-    import argparse
-
     def convert(text):
         try:
             return parse(text)
@@ -190,7 +165,7 @@ def main(argv=None):
         def log(line):
             print(line, flush=True)
 
-        hidden = args.hidden
+        hidden = hidden_sizes(args.hidden)  # the default is text too
         corruption = corruption_levels(
             args.corruption if args.corruption is not None else default_corruption(len(hidden)),
             len(hidden))
