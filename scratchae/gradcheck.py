@@ -658,11 +658,11 @@ def _checks():
     # so each difference sees both of its uses; the softmax cross-entropy; the classifier
     # on the fast path.
     checks += [
-        Check("sdae_tied_dense", TiedDense,
+        Check("tieddense", TiedDense,
               args=lambda s: (L.Dense(6, 4, dtype=F64, seed=s),), shape=(3, 4)),
-        Check("sdae_tied_autoencoder", build=lambda s: _tied_autoencoder(7, 5, s),
+        Check("tieddense_autoencoder", build=lambda s: _tied_autoencoder(7, 5, s),
               shape=(3, 7), inputs="unit"),
-        Check("sdae_softmax_cross_entropy", SoftmaxCrossEntropy, shape=(4, 10),
+        Check("softmax_cross_entropy", SoftmaxCrossEntropy, shape=(4, 10),
               inputs="logits", targets="labels"),
         Check("fast_sdae_classifier",
               build=lambda s: _fast(StackedDenoisingAutoencoder((9, 5), 4, seed=s,
