@@ -122,14 +122,21 @@ class Sequential:
     def check_input(self, x):
         """Raise ``TypeError``/``ValueError`` unless ``x`` is a batch this model accepts.
 
-        Checks the array type and dtype, the shape against ``input_shape``
-        (if set) and, with ``check_finite``, that there is no NaN or inf.
+        Checks the array type and dtype (floating point, and the parameters'
+        dtype if the model has parameters: a float64 batch would silently
+        make float64 activations and gradients for float32 weights), the
+        shape against ``input_shape`` (if set) and, with ``check_finite``,
+        that there is no NaN or inf.
         """
         if not (hasattr(x, "shape") and hasattr(x, "dtype")):
             raise TypeError(f"{self.name}: expected an array, got {type(x).__name__}")
         if not np.issubdtype(x.dtype, np.floating):
             raise TypeError(f"{self.name}: expected a floating-point input (e.g. float32 in "
                             f"[0, 1]), got dtype {x.dtype}")
+        dtype = next((p.dtype for layer in self.layers for p in layer.params.values()), None)
+        if dtype is not None and x.dtype != dtype:
+            raise TypeError(f"{self.name}: got a {x.dtype} input for {dtype} parameters; "
+                            f"cast it first, e.g. x.astype(np.{dtype})")
         if self.input_shape is not None and tuple(x.shape[1:]) != self.input_shape:
             expected = ", ".join(["N", *map(str, self.input_shape)])
             raise ValueError(f"{self.name}: expected input of shape ({expected}), "

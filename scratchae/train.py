@@ -77,6 +77,7 @@ def predict(model, images, batch_size, workers=None, output=sigmoid):
     ----------
     model : Sequential (or a compiled one)
     images : ndarray, shape (N, *input_shape), host NumPy
+        Any floating dtype: cast once to the model's, with a note on stderr.
     batch_size : int
     workers : int, optional
         Threads that share each batch; None: one per core on the CPU.
@@ -89,6 +90,12 @@ def predict(model, images, batch_size, workers=None, output=sigmoid):
     ndarray, host NumPy: for the default, shape (N, 1, 28, 28), values in [0, 1]
     """
     net = model if hasattr(model, "source") else fast_path.compile(model, workers=workers)
+    return _output_batches(net, validate.in_model_dtype(images, net.dtype, "images"),
+                           batch_size, output)
+
+
+def _output_batches(net, images, batch_size, output=sigmoid):
+    """``output(net.forward(batch))`` for every batch of host ``images``, on the host."""
     return np.concatenate([
         backend.to_numpy(output(net.forward(backend.asarray(images[i:i + batch_size]))))
         for i in range(0, len(images), batch_size)])
@@ -187,10 +194,13 @@ class Trainer:
 
     The data are ``(inputs, targets)`` pairs, or the inputs alone for an
     autoencoder (the targets are then the clean inputs). Subclasses say what
-    is measured on the evaluation set by overriding :attr:`loss_name`,
-    :attr:`metric_names`, :meth:`batch_metrics` (sums over a batch) and
-    :meth:`finish_metrics` (means over the set), what the model's output
-    means with :meth:`output`, and the summary line with :meth:`format_summary`.
+    is measured on the evaluation set by overriding :attr:`loss_name` (the
+    metric that is the training loss's counterpart), :attr:`metric_names`,
+    :meth:`batch_metrics` (sums over a batch) and :meth:`finish_metrics`
+    (means over the set), or ``_evaluate(inputs, targets)`` as a whole (as
+    :class:`~scratchae.vae.VAETrainer` and :class:`~scratchae.sparse.SparseTrainer`
+    do); what the model's output means with :meth:`output`; and the
+    summary line with :meth:`format_summary`.
     """
 
     loss_name = "bce"  # the training loss's name in logs and metrics
@@ -259,7 +269,8 @@ class Trainer:
 
         Parameters
         ----------
-        inputs : ndarray, shape (N, *model.input_shape), on the current backend
+        inputs : ndarray, shape (N, *model.input_shape), on the current backend, in the
+            model's dtype (the model refuses another: :meth:`fit` casts a dataset once)
             The clean inputs (the noise, if any, is added here).
         targets : ndarray, optional
             What the output is compared with: labels (N,) for a classifier;
@@ -285,9 +296,16 @@ class Trainer:
         """What the model's logits mean: here the images, ``sigmoid(logits)``."""
         return sigmoid(logits)
 
+    def _in_model_dtype(self, images, what):
+        """``images`` in the model's dtype: cast once, with a note in the log, if they are
+        another float (see :func:`scratchae.validate.in_model_dtype`)."""
+        return validate.in_model_dtype(images, self.model.dtype, what, self.log)
+
     def predict(self, images):
-        """:meth:`output` of the model for host inputs (N, *input_shape), batch by batch, host."""
-        return predict(self.net, images, self.eval_batch_size, output=self.output)
+        """:meth:`output` of the model for host inputs (N, *input_shape), batch by batch, on
+        the path the trainer trains on (``fast=False``: the textbook layers), host NumPy."""
+        return _output_batches(self.net, self._in_model_dtype(images, "images"),
+                               self.eval_batch_size, self.output)
 
     def batch_metrics(self, inputs, targets, logits):
         """Sums over one evaluation batch of what :meth:`evaluate` reports.
@@ -371,14 +389,14 @@ class Trainer:
         """
         if not isinstance(data, tuple):
             validate.images(data, what, self.model.input_shape)
-            return data, None
+            return self._in_model_dtype(data, what.split(": ")[-1]), None
         if len(data) != 2:
             raise ValueError(f"{what}: expected an array or a pair (inputs, targets), "
                              f"got a tuple of {len(data)}")
         inputs, targets = data
         validate.images(inputs, f"{what} inputs", self.model.input_shape)
         self.check_targets(inputs, targets, f"{what} targets")
-        return inputs, targets
+        return self._in_model_dtype(inputs, what.split(": ")[-1] + " inputs"), targets
 
     def check_targets(self, inputs, targets, what):
         """Raise unless ``targets`` fit ``inputs``: here images of the model's output shape."""
@@ -392,13 +410,16 @@ class Trainer:
 
         Parameters
         ----------
-        train : ndarray, shape (N, *input_shape), float32 in [0, 1], host NumPy; or a pair
+        train : ndarray, shape (N, *input_shape), floats in [0, 1], host NumPy; or a pair
             ``(inputs, targets)``: the inputs alone train an autoencoder (target =
             the clean input); a pair trains e.g. a classifier (targets = labels).
+            The inputs in the model's dtype (float32), or cast to it once, here,
+            with a note in the log (``uint8 / 255.0`` is float64).
         test : ndarray or pair, optional
-            Evaluated after every epoch (:meth:`evaluate`): the test set for the
-            demos' autoencoders, a validation split when ``monitor`` selects the
-            best epoch on it (never select on the test set: it would leak).
+            Evaluated after every epoch (:meth:`evaluate`), cast likewise: the
+            test set for the demos' autoencoders, a validation split when
+            ``monitor`` selects the best epoch on it (never select on the test
+            set: it would leak).
         epochs : int
             Total number of epochs, counting those done before a resume.
 

@@ -348,6 +348,7 @@ def evaluate(model, images, *, batch_size=1000, seed=0):
     ----------
     model : VAE
     images : ndarray, shape (N, 1, 28, 28), float in [0, 1], host NumPy
+        Another float than the model's is cast once, with a note on stderr.
     batch_size : int
     seed : int
 
@@ -360,6 +361,7 @@ def evaluate(model, images, *, batch_size=1000, seed=0):
     batch_size = validate.positive_int(batch_size, "batch_size", "vae.evaluate")
     seed = validate.non_negative_int(seed, "seed", "vae.evaluate")
     validate.images(images, "vae.evaluate: images", model.input_shape)
+    images = validate.in_model_dtype(images, model.dtype, "images")
     rec_fn = BernoulliNLL(check_targets=False)  # checked once, above
     sampler = model.sampler
     saved = sampler.rng, sampler.frozen, model.check_finite
@@ -389,26 +391,42 @@ class VAETrainer(Trainer):
 
     The same four-line step, with ``loss_fn`` a :class:`~scratchae.losses.BernoulliNLL`
     (summed over pixels) and the model's ``penalty()`` its KL term, so the
-    training loss is the negative ELBO in nats per image. The test metrics
+    training loss is ``rec + beta * KL`` in nats per image. The test metrics
     are :func:`evaluate`'s (``neg_elbo``, ``rec``, ``kl``, one eps per image
     from a fixed seed), and the summary line is :func:`format_summary`'s.
+
+    ``rec + beta * KL`` is the negative ELBO only at ``beta = 1`` (the
+    default). For a beta-VAE the loss is named for what it is, e.g.
+    ``rec+4*kl``, in the log and as a test metric (the test curve is then
+    the same quantity as the training one), and :func:`evaluate`'s
+    ``neg_elbo`` (beta not applied) is reported beside it.
     """
 
     loss_name = "neg_elbo"
     metric_names = ("neg_elbo", "rec", "kl")
 
     def __init__(self, model, **kwargs):
+        beta = getattr(model, "beta", 1.0)
+        if beta != 1:  # rec + beta KL: not the ELBO, so not named neg_elbo
+            self.loss_name = f"rec+{beta:g}*kl"
+            self.metric_names = (self.loss_name, *VAETrainer.metric_names)
         super().__init__(model, loss_fn=BernoulliNLL(), **kwargs)
 
     def _evaluate(self, images, targets=None):
-        return evaluate(self.net, images, batch_size=self.eval_batch_size, seed=self.seed)
+        metrics = evaluate(self.net, images, batch_size=self.eval_batch_size, seed=self.seed)
+        if self.loss_name not in metrics:
+            metrics[self.loss_name] = metrics["rec"] + self.model.beta * metrics["kl"]
+        return metrics
 
     def format_summary(self, metrics):
-        return format_summary(metrics)
+        line = format_summary(metrics)
+        if self.loss_name != "neg_elbo":  # the training loss's test counterpart first
+            line = line.replace("test ", f"test {self.loss_name}={metrics[self.loss_name]:.2f} ", 1)
+        return line
 
     def predict(self, images):
         """Reconstructions ``sigmoid(decode(mu))`` of host images (no sampling), host NumPy."""
-        n = self.eval_batch_size
+        n, images = self.eval_batch_size, self._in_model_dtype(images, "images")
         return np.concatenate([
             backend.to_numpy(sigmoid(self.net.reconstruct(backend.asarray(images[i:i + n]))))
             for i in range(0, len(images), n)])

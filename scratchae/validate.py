@@ -19,13 +19,14 @@ The ``arg_*`` functions are the same rules as ``argparse`` types, in
 argparse's wording (``argument --lr: expected a positive finite number,
 got 'inf'``).
 
-NumPy is imported inside the two array checks only, so that the benchmark
+NumPy is imported inside the array checks only, so that the benchmark
 can parse its flags before NumPy starts its BLAS threads.
 """
 
 import argparse
 import math
 import numbers
+import sys
 
 
 def _owner(owner):
@@ -238,6 +239,47 @@ def labels(values, what, count=None, classes=None):
         if lo < 0 or hi >= classes:
             raise ValueError(f"{what}: labels must be in [0, {classes}) for {classes} classes, "
                              f"got values from {lo} to {hi}")
+
+
+def in_model_dtype(values, dtype, what, note=None):
+    """Return the dataset ``values`` in the model's ``dtype``: cast once, with one note.
+
+    The entry points that take a whole dataset (``Trainer.fit``,
+    ``evaluate`` and ``predict``, :func:`scratchae.train.predict`,
+    :func:`scratchae.vae.evaluate`) accept images of any floating dtype:
+    ``uint8_images / 255.0``, the usual way to make them, is float64. They
+    compute in the model's dtype, so they cast here, once per dataset (one
+    copy; never per batch), and say so. The layer-level API
+    (``model.forward``) refuses another dtype instead (``check_input``).
+
+    Parameters
+    ----------
+    values : ndarray, shape (N, ...)
+        Already checked (:func:`images`), or left to the model's check if
+        not floating point (then returned unchanged).
+    dtype : numpy.dtype
+        The model's (its parameters').
+    what : str
+        Names the data in the note, e.g. ``"train_images"``.
+    note : callable, optional
+        Prints the note (a trainer's ``log``); by default to stderr.
+
+    Returns
+    -------
+    ndarray
+        ``values`` itself if its dtype is ``dtype``, else a cast copy.
+    """
+    import numpy as np
+
+    dtype = np.dtype(dtype)
+    if values.dtype == dtype or not np.issubdtype(values.dtype, np.floating):
+        return values
+    message = f"note: {what} are {values.dtype}; cast once to the model's {dtype}"
+    if note is None:
+        print(message, file=sys.stderr)
+    else:
+        note(message)
+    return values.astype(dtype)
 
 
 # --------------------------------------------------------------------------

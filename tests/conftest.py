@@ -17,6 +17,12 @@ Where the "cupy" runs happen
   ``["cupyx"]``; it is removed afterwards, so tests of the "CuPy is not
   installed" behaviour still see no CuPy.
 * ``SCRATCHAE_CUPY=stand-in`` forces the stand-in even where a GPU is usable.
+* The tests that count launches and transfers (``strict_cupy_backend``) run
+  on the stand-in everywhere, GPU machines included: there most of all the
+  host/device checks must run. scratchae keeps a few device objects between
+  calls (the fused Adam kernel, the conv workspaces) under the library's
+  name, "cupy" for both; :func:`stand_in` empties them on every switch, so
+  neither library ever gets the other's objects.
 
 Markers (declared in setup.cfg)
 -------------------------------
@@ -55,6 +61,30 @@ def pytest_report_header(config):
             "discipline (NOT a GPU)")
 
 
+def forget_device_objects():
+    """Empty what scratchae keeps on a device between calls: the fused Adam kernel
+    (``backend._ADAM_KERNEL``) and this thread's conv workspaces (the only thread that
+    uses a device: ``workers`` is 1 on CuPy). Both are keyed by the library's name,
+    which the stand-in shares with real CuPy."""
+    from scratchae.fast import conv
+
+    B._ADAM_KERNEL = None
+    conv._WORKSPACES.__dict__.pop("buffers", None)
+
+
+@contextlib.contextmanager
+def stand_in():
+    """The strict stand-in in ``sys.modules`` for the block, with scratchae's device
+    objects forgotten on the way in and out (so it never gets real CuPy's, nor the
+    other way round)."""
+    forget_device_objects()
+    try:
+        with strict_cupy.installed():
+            yield strict_cupy
+    finally:
+        forget_device_objects()
+
+
 @pytest.fixture(params=["numpy", pytest.param("cupy", marks=CUPY_MARKS)])
 def backend(request):
     """Run the test on the given backend, restoring NumPy afterwards.
@@ -64,7 +94,7 @@ def backend(request):
     name = request.param
     with contextlib.ExitStack() as stack:
         if name == "cupy" and not REAL_CUPY:
-            stack.enter_context(strict_cupy.installed())
+            stack.enter_context(stand_in())
         B.set_backend(name)
         try:
             yield name
@@ -77,13 +107,10 @@ def strict_cupy_backend():
     """The strict stand-in as the "cupy" backend, for tests that count launches and transfers.
 
     Yields the ``strict_cupy`` module: ``with strict_cupy_backend.counting() as c: ...``.
-    Skipped where the "cupy" runs use real CuPy: scratchae caches device objects
-    (kernels, workspaces) per library name, so the two must not mix in one
-    process; ``SCRATCHAE_CUPY=stand-in`` runs these on a GPU machine too.
+    The stand-in even where real CuPy is usable: that is where the host/device checks
+    matter most (:func:`stand_in` keeps the two libraries' device objects apart).
     """
-    if REAL_CUPY:
-        pytest.skip("counts come from the stand-in; not mixed with real CuPy in one run")
-    with strict_cupy.installed():
+    with stand_in():
         B.set_backend("cupy")
         try:
             yield strict_cupy

@@ -47,9 +47,19 @@ CuPy 14 sources):
 9. ``cupy.ElementwiseKernel`` checks its arguments like CuPy, counts one
    launch and runs a NumPy twin registered with :func:`register_kernel_twin`
    (it cannot run CUDA C: without a twin it raises ``NotImplementedError``).
+   Its types are decided as in CuPy: every array argument typed with one
+   placeholder (``T x, T y``) must have one dtype, an argument of a named
+   type (``float32 x``) that dtype, else ``TypeError: Type is mismatched``;
+   scalars (Python or NumPy) take the placeholder's type.
    ``cupy.fuse`` runs the Python function on the stand-in, counted as one
    launch.
 10. dtypes follow NumPy 2 (NEP 50), as CuPy 13+ does.
+11. ``cupy.concatenate`` and ``cupy.stack`` join device arrays only: a scalar
+    (Python or NumPy) raises ``TypeError`` as in CuPy, whose ``concatenate``
+    refuses anything but ``cupy.ndarray`` (``concatenate_method`` in
+    ``cupy/_core/_routines_manipulation.pyx``) and whose ``stack`` passes each
+    item to the typed ``_expand_dims`` (``cupy/_manipulation/join.py``); so
+    does a 0-d array in ``concatenate``.
 
 Use: ``with strict_cupy.installed(): ...`` puts the stand-in into
 ``sys.modules["cupy"]`` / ``["cupyx"]`` and removes it afterwards.
@@ -711,6 +721,36 @@ def copyto(dst, src, casting="same_kind", where=None):
               where=True if where is None else _unwrap(where))
 
 
+def concatenate(tup, axis=0, out=None, *, dtype=None, casting="same_kind"):
+    """CuPy's rules: device arrays of ndim >= 1 only (``concatenate_method`` in CuPy)."""
+    if axis is None:
+        tup = [m.ravel() for m in tup]
+        axis = 0
+    for a in tup:
+        if isinstance(a, np.ndarray):
+            raise _unsupported(a)  # CuPy's _preprocess_args
+        if not isinstance(a, ndarray):
+            raise TypeError("Only cupy arrays can be concatenated")
+        if a.ndim == 0:
+            raise TypeError("zero-dimensional arrays cannot be concatenated")
+    _check_out(out)
+    _record("concatenate", launches=1)
+    r = np.concatenate(_unwrap(list(tup)), axis=axis, out=_unwrap(out), dtype=dtype,
+                       casting=casting)
+    return out if out is not None else ndarray._of(r)
+
+
+def stack(tup, axis=0, out=None, *, dtype=None, casting="same_kind"):
+    """CuPy's ``stack``: ``concatenate([expand_dims(x, axis) for x in tup])``, whose
+    ``_expand_dims`` is typed: anything but a ``cupy.ndarray`` raises ``TypeError``."""
+    for a in tup:
+        if not isinstance(a, ndarray):
+            raise TypeError(f"Argument 'a' has incorrect type (expected "
+                            f"cupy._core.core._ndarray_base, got {type(a).__name__})")
+    return concatenate([cupy.expand_dims(x, axis) for x in tup], axis, out, dtype=dtype,
+                       casting=casting)
+
+
 def take(a, indices, axis=None, out=None):
     if not isinstance(a, ndarray):
         raise _unsupported(a)
@@ -727,7 +767,7 @@ def as_strided(x, shape=None, strides=None):
 # name -> kind; each name exists in cupy/__init__.py of CuPy 14 (see test_strict_cupy.py).
 _FUNCTIONS = {
     **dict.fromkeys("""zeros ones full zeros_like ones_like full_like arange linspace eye identity
-        concatenate stack vstack hstack tile repeat pad einsum matmul dot tensordot outer inner
+        vstack hstack tile repeat pad einsum matmul dot tensordot outer inner
         sum mean max min amax amin prod all any argmax argmin std var cumsum cumprod sort argsort
         copy diff isclose allclose array_equal tril triu count_nonzero average roll""".split(),
         "launch"),
@@ -785,9 +825,37 @@ def _parse_params(text):
         tokens = p.split()
         if len(tokens) < 2 or not _IDENT.match(tokens[-1]):
             raise ValueError(f"Invalid parameter: {p!r}")
-        params.append(types.SimpleNamespace(name=tokens[-1], ctype=tokens[-2],
+        ctype = tokens[-2]
+        # as CuPy's ParameterInfo: one letter is a type placeholder, a longer word a dtype
+        dtype = None if len(ctype) == 1 or ctype == "CIndexer" else np.dtype(ctype)
+        params.append(types.SimpleNamespace(name=tokens[-1], ctype=ctype, dtype=dtype,
                                             raw="raw" in tokens[:-2]))
     return tuple(params)
+
+
+def _decide_types(in_params, out_params, in_args, out_args):
+    """The dtype of every argument, decided as CuPy's ``_decide_params_type_core``:
+    the outputs first, then the inputs; the arrays typed with one placeholder must agree,
+    scalars take their placeholder's type."""
+    placeholders = {}
+    for params, args in ((out_params, out_args), (in_params, in_args)):
+        for p, a in zip(params, args):
+            if not isinstance(a, ndarray):
+                continue  # a scalar: typed below
+            if p.dtype is not None:
+                if a.dtype != p.dtype:
+                    raise TypeError(f"Type is mismatched. {p.name} {a.dtype} {p.dtype}")
+            elif p.ctype in placeholders:
+                if a.dtype != placeholders[p.ctype]:
+                    raise TypeError(f"Type is mismatched. {p.name} {a.dtype} "
+                                    f"{placeholders[p.ctype]} {p.ctype}")
+            else:
+                placeholders[p.ctype] = a.dtype
+    try:
+        return ([placeholders[p.ctype] if p.dtype is None else p.dtype for p in in_params],
+                [placeholders[p.ctype] if p.dtype is None else p.dtype for p in out_params])
+    except KeyError as error:  # CuPy fails the same way: no array decides the type
+        raise TypeError(f"strict_cupy: no array argument decides the type {error}") from None
 
 
 class ElementwiseKernel:
@@ -817,7 +885,14 @@ class ElementwiseKernel:
             _check_out(o)
         shapes = [a.shape for a, p in zip(args, self.in_params + self.out_params)
                   if isinstance(a, ndarray) and not p.raw]
+        if not shapes and size == -1:
+            raise ValueError("Loop size is undecided.")
         np.broadcast_shapes(*shapes)  # ValueError when they do not broadcast, as in CuPy
+        in_types, out_types = _decide_types(self.in_params, self.out_params,
+                                            args[:self.nin], outs)
+        # a scalar is passed in its parameter's type (CuPy's CScalar.apply_dtype)
+        args = tuple(a if isinstance(a, ndarray) else np.dtype(t).type(a)
+                     for a, t in zip(args, in_types + out_types))
         twin, operation = _TWINS.get(self.name, (None, None))
         if twin is None:
             raise NotImplementedError(
@@ -835,7 +910,8 @@ class ElementwiseKernel:
             r = (r,) if self.nout == 1 and not isinstance(r, tuple) else tuple(r)
             if len(r) != self.nout or not all(isinstance(x, np.ndarray) for x in r):
                 raise TypeError(f"the twin of {self.name!r} must return {self.nout} NumPy array(s)")
-            r = tuple(ndarray._of(np.ascontiguousarray(x)) for x in r)
+            r = tuple(ndarray._of(np.ascontiguousarray(x, dtype=t))
+                      for x, t in zip(r, out_types))
         if self.no_return:
             return None
         return r if self.return_tuple or self.nout != 1 else r[0]
@@ -954,7 +1030,8 @@ cupy = _module(
     "cupy", _STANDIN_DOC.format("cupy"),
     ndarray=ndarray, ufunc=ufunc, cuda=_cuda, lib=_lib,
     asarray=asarray, array=array, asnumpy=asnumpy, get_array_module=get_array_module,
-    copyto=copyto, take=take, ElementwiseKernel=ElementwiseKernel, fuse=fuse,
+    copyto=copyto, take=take, concatenate=concatenate, stack=stack,
+    ElementwiseKernel=ElementwiseKernel, fuse=fuse,
     get_default_memory_pool=lambda: _memory_pool,
     get_default_pinned_memory_pool=lambda: _pinned_pool,
     **{n: ufunc(getattr(np, n)) for n in _UFUNCS},

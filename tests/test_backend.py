@@ -1,4 +1,6 @@
-"""Tests for scratchae.backend, plus a NumPy-vs-CuPy agreement test (GPU only)."""
+"""Tests for scratchae.backend, plus NumPy-vs-CuPy agreement tests: real CuPy on a GPU
+(skipped elsewhere), and scratchae's CuPy branches on the strict stand-in (NumPy on
+both sides)."""
 from __future__ import annotations
 
 import subprocess
@@ -9,7 +11,7 @@ import pytest
 
 import scratchae.backend as B
 
-from conftest import CUPY_MARKS, to_np
+from conftest import REAL_CUPY, to_np
 
 
 def test_default_backend_is_numpy_in_fresh_process():
@@ -102,7 +104,8 @@ def test_backend_is_numpy_after_fixture_tests():
 
 
 # --------------------------------------------------------------------------
-# NumPy vs CuPy agreement (on a GPU, or on the strict stand-in)
+# NumPy vs CuPy agreement: on a GPU; without one, NumPy against scratchae's CuPy
+# branches run by the strict stand-in
 # --------------------------------------------------------------------------
 def _run_denoiser_step(backend_name, weights, x_np, t_np, dtype, path):
     """One forward and backward of the conv denoiser on a backend, as host arrays."""
@@ -137,13 +140,10 @@ def _batch():
     return x, np.clip(x + 0.1 * rng.standard_normal(x.shape), 0, 1)
 
 
-@pytest.mark.parametrize("path", ["textbook", "fast"])
-@pytest.mark.parametrize("backend", [pytest.param("cupy", marks=CUPY_MARKS)], indirect=True)
-def test_conv_denoiser_numpy_vs_cupy_float64(backend, path):
-    """A whole step agrees to 1e-9 in float64: rounding differences between cuBLAS and
-    OpenBLAS (~1e-16) cannot flip a ReLU mask or a max-pool argmax, as they can in
-    float32. Real CuPy on a GPU machine; elsewhere the strict stand-in (no GPU:
-    host/device discipline only)."""
+def _agree_in_float64(path):
+    """One step of the conv denoiser agrees to 1e-9 in float64 on both backends: rounding
+    differences between cuBLAS and OpenBLAS (~1e-16) cannot flip a ReLU mask or a max-pool
+    argmax, as they can in float32."""
     from scratchae.models import conv_denoiser
 
     weights = {k: to_np(p) for k, p in conv_denoiser(seed=0, dtype=np.float64).params.items()}
@@ -163,8 +163,7 @@ def test_conv_denoiser_numpy_vs_cupy_float64(backend, path):
         np.testing.assert_array_equal(gpu["init"][k], cpu["init"][k], err_msg=k)
 
 
-@pytest.mark.parametrize("backend", [pytest.param("cupy", marks=CUPY_MARKS)], indirect=True)
-def test_conv_denoiser_numpy_vs_cupy_float32_forward(backend):
+def _agree_in_float32_forward():
     """float32: the forward pass only (a backward can differ wherever rounding flips an
     argmax); the logits agree to float32 precision."""
     from scratchae.models import conv_denoiser
@@ -176,3 +175,42 @@ def test_conv_denoiser_numpy_vs_cupy_float32_forward(backend):
     assert gpu["logits"].dtype == np.float32
     np.testing.assert_allclose(gpu["logits"], cpu["logits"], rtol=1e-4, atol=1e-5)
     assert gpu["loss"] == pytest.approx(cpu["loss"], rel=1e-5)
+
+
+def on_a_gpu(test):
+    """Marks ``cupy`` and ``gpu``; skipped unless real CuPy and a CUDA GPU are usable."""
+    for mark in (pytest.mark.cupy, pytest.mark.gpu,
+                 pytest.mark.skipif(not REAL_CUPY, reason="needs CuPy and a usable CUDA GPU")):
+        test = mark(test)
+    return test
+
+
+@on_a_gpu
+@pytest.mark.parametrize("path", ["textbook", "fast"])
+def test_conv_denoiser_step_on_a_gpu_agrees_with_numpy_float64(path):
+    """Real CuPy on a CUDA GPU against NumPy: the GPU's numerics."""
+    _agree_in_float64(path)
+
+
+@on_a_gpu
+def test_conv_denoiser_forward_on_a_gpu_agrees_with_numpy_float32():
+    """Real CuPy on a CUDA GPU against NumPy, float32."""
+    _agree_in_float32_forward()
+
+
+@pytest.mark.cupy
+@pytest.mark.parametrize("path", ["textbook", "fast"])
+def test_scratchaes_cupy_branches_agree_with_its_numpy_ones_float64(strict_cupy_backend, path):
+    """No GPU needed: the strict stand-in computes with NumPy on both sides, so this
+    compares NumPy with NumPy, through scratchae's two code paths: what runs only on
+    CuPy (one im2col slice for the whole batch, index arrays on the device, the
+    kernel's twin...) against what runs on NumPy. It checks that those branches compute
+    the same function; it says nothing about a GPU's numerics."""
+    _agree_in_float64(path)
+
+
+@pytest.mark.cupy
+def test_scratchaes_cupy_branches_agree_with_its_numpy_ones_float32_forward(
+        strict_cupy_backend):
+    """The same, float32 (NumPy on both sides: see the float64 test)."""
+    _agree_in_float32_forward()

@@ -53,17 +53,55 @@ def test_a_conv_training_step_launches_under_400_kernels_and_moves_nothing(stric
     assert (c.uploads, c.downloads, c.syncs) == (0, 0, 0), c
 
 
-def test_a_trainer_step_uploads_only_the_noise(strict_cupy_backend):
-    """Trainer.train_step: the Gaussian noise is drawn on the host (the same stream on
-    both backends) and uploaded: that is the one transfer of a step, and nothing waits."""
-    trainer = Trainer(conv_denoiser(seed=0), noise=make_noise("gaussian", 0.5),
-                      progress=False, log=lambda s: None)
-    trainer.net.check_finite, trainer.loss_fn.check_targets = False, False
-    clean = B.asarray(np.random.default_rng(0).uniform(size=(16, 1, 28, 28)).astype(np.float32))
+def _trainer(kind):
+    from scratchae.sparse import SparseTrainer, sparse_autoencoder
+    from scratchae.vae import VAETrainer, vae
+
+    quiet = {"progress": False, "log": lambda s: None}
+    noise = make_noise("gaussian", 0.5)
+    return {
+        "dense": lambda: Trainer(dense_autoencoder(seed=0), **quiet),
+        "dense_denoise": lambda: Trainer(dense_autoencoder(seed=0), noise=noise, **quiet),
+        "conv": lambda: Trainer(conv_denoiser(seed=0), noise=noise, **quiet),
+        "conv_textbook": lambda: Trainer(conv_denoiser(seed=0), noise=noise, fast=False,
+                                         workers=1, **quiet),
+        "vae": lambda: VAETrainer(vae(seed=0), **quiet),
+        "sparse": lambda: SparseTrainer(sparse_autoencoder(seed=0), **quiet),
+    }[kind]()
+
+
+@pytest.mark.parametrize("kind, uploads", [
+    ("dense", 0), ("dense_denoise", 1), ("conv", 1), ("conv_textbook", 1), ("vae", 1),
+    ("sparse", 0),
+])
+def test_what_a_training_step_uploads(strict_cupy_backend, kind, uploads):
+    """Trainer.train_step of every model, counted: nothing waits for the GPU, nothing is
+    downloaded, and the one upload is the random numbers drawn on the host so that both
+    backends see the same stream: a denoiser's noise, or the VAE sampler's eps (N, K).
+    (The textbook Upsample2D uploaded its index rows, 6 arrays a step.)"""
+    trainer = _trainer(kind)
+    trainer.net.check_finite, trainer.loss_fn.check_targets = False, False  # as in fit
+    clean = B.asarray(np.random.default_rng(0).uniform(size=(4, 1, 28, 28)).astype(np.float32))
     trainer.train_step(clean)
     with strict_cupy_backend.allow_synchronize(False), strict_cupy_backend.counting() as c:
         trainer.train_step(clean)
-    assert (c.uploads, c.downloads, c.syncs) == (1, 0, 0), c
+    assert (c.uploads, c.downloads, c.syncs) == (uploads, 0, 0), c
+
+
+def test_fit_on_float64_images_casts_them_instead_of_failing_in_the_fused_adam(
+        strict_cupy_backend):
+    """uint8 / 255.0 is float64. Kept as it was, it made float64 gradients, which the
+    fused Adam kernel (``T g, T p``) refuses for float32 parameters on a GPU, and here
+    (test_strict_cupy.py): fit casts each dataset once to the model's dtype instead."""
+    lines = []
+    trainer = Trainer(dense_autoencoder(hidden=8, seed=0), batch_size=16, progress=False,
+                      log=lines.append)
+    images = np.random.default_rng(0).uniform(size=(32, 1, 28, 28))  # float64
+    trainer.fit(images, images[:8], epochs=1)
+    assert lines[:2] == ["note: train_images are float64; cast once to the model's float32",
+                         "note: test_images are float64; cast once to the model's float32"]
+    assert all(p.dtype == np.float32 and B.get_array_module(p) is not np
+               for p in trainer.model.parameters())
 
 
 def test_salt_and_pepper_does_not_wait_for_the_gpu(strict_cupy_backend):

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scratchae import backend
+from scratchae import backend, fast
 from scratchae.checkpoint import load_npz, weights
 from scratchae.cli import DemoSpec, run_demo, run_guarded
 from scratchae.layers import (
@@ -38,7 +38,9 @@ from scratchae.losses import SigmoidCrossEntropy
 from scratchae.models import Sequential, conv_denoiser, conv_denoiser_transposed, dense_autoencoder
 from scratchae.noise import make_noise
 from scratchae.optim import SGD, Adam
+from scratchae.sparse import sparse_autoencoder
 from scratchae.train import Trainer, TrainingDiverged
+from scratchae.vae import vae
 
 from conftest import to_np, to_xp
 from test_train import _sample_idx_dir
@@ -198,6 +200,36 @@ def test_model_rejects_integer_input():
     model = dense_autoencoder(hidden=4, seed=0)
     with pytest.raises(TypeError, match=r"expected a floating-point input .*got dtype uint8"):
         model.forward(np.zeros((2, 1, 28, 28), np.uint8))
+
+
+@pytest.mark.parametrize("build, name", [
+    (lambda: dense_autoencoder(hidden=4, seed=0), "dense_autoencoder"),
+    (lambda: fast.compile(dense_autoencoder(hidden=4, seed=0), workers=1), "dense_autoencoder"),
+    (lambda: vae(latent=2, hidden=8, seed=0), "vae.encoder"),
+    (lambda: sparse_autoencoder(hidden=4, seed=0), "sparse_autoencoder"),
+], ids=["sequential", "fast", "vae", "sparse"])
+def test_model_refuses_another_float_dtype_than_its_parameters(backend, build, name):
+    """float64 images (uint8 / 255.0) would make float64 activations and gradients for
+    float32 weights, silently (and fail in the fused Adam on a GPU): the layer-level API
+    refuses them, naming the model, both dtypes and the fix."""
+    model = build()
+    x = to_xp(np.full((2, 1, 28, 28), 0.5))
+    with pytest.raises(TypeError, match=re.escape(
+            f"{name}: got a float64 input for float32 parameters; "
+            f"cast it first, e.g. x.astype(np.float32)")):
+        model.forward(x)
+    model.forward(x.astype(np.float32))
+    double = dense_autoencoder(hidden=4, seed=0, dtype=np.float64)  # a gradient check's
+    assert double.forward(x).dtype == np.float64
+    shapes_only = Sequential([Flatten(), Reshape((1, 28, 28))])  # no parameters: any float
+    assert shapes_only.forward(x).dtype == np.float64
+    assert shapes_only.forward(x.astype(np.float32)).dtype == np.float32
+
+
+def test_train_step_refuses_float64_batches_for_a_float32_model():
+    trainer = Trainer(dense_autoencoder(hidden=4, seed=0), progress=False, log=lambda s: None)
+    with pytest.raises(TypeError, match="got a float64 input for float32 parameters"):
+        trainer.train_step(np.full((2, 1, 28, 28), 0.5))
 
 
 def test_model_backward_before_forward_and_bad_dout():

@@ -20,7 +20,7 @@ from scratchae.layers import Dense, Flatten, Reshape, Sigmoid
 from scratchae.layers.sparsity import KLSparsity, L1Activity, WeightDecay
 from scratchae.losses import SigmoidCrossEntropy
 from scratchae.optim import Adam
-from scratchae.sparse import PIXELS, SparseAutoencoder, sparse_autoencoder
+from scratchae.sparse import PIXELS, SparseAutoencoder, SparseTrainer, sparse_autoencoder
 
 from conftest import to_np, to_xp
 
@@ -113,7 +113,7 @@ def test_kl_sparsity_finite_for_activations_of_exactly_0_and_1(backend, dtype):
 
 
 def test_kl_sparsity_keeps_dtype_and_checks(backend):
-    layer = KLSparsity()
+    layer = KLSparsity(0.1, 3.0)
     a = to_xp(np.full((3, 2), 0.25, dtype=np.float32))
     assert layer.forward(a).dtype == np.float32
     assert to_np(layer.penalty()).dtype == np.float32
@@ -123,9 +123,9 @@ def test_kl_sparsity_keeps_dtype_and_checks(backend):
     with pytest.raises(ValueError, match="2-D input"):
         layer.forward(to_xp(np.full((3, 2, 1), 0.5)))
     with pytest.raises(RuntimeError, match="before forward"):
-        KLSparsity().penalty()
+        KLSparsity(0.1, 3.0).penalty()
     with pytest.raises(RuntimeError, match="before forward"):
-        KLSparsity().backward(a)
+        KLSparsity(0.1, 3.0).backward(a)
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -137,7 +137,17 @@ def test_kl_sparsity_keeps_dtype_and_checks(backend):
 ])
 def test_kl_sparsity_rejects_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
-        KLSparsity(**kwargs)
+        KLSparsity(**{"rho": 0.1, "beta": 3.0, **kwargs})
+
+
+def test_kl_sparsity_has_no_default_weight():
+    """A default beta = 3 (UFLDL's, per image) taken literally next to a per-pixel mean
+    loss was 784 times UFLDL's strength: the weight must be given."""
+    with pytest.raises(TypeError, match="beta"):
+        KLSparsity()
+    with pytest.raises(TypeError, match="beta"):
+        KLSparsity(0.1)
+    assert KLSparsity(0.1, 3.0 / PIXELS).beta == sparse_autoencoder(beta=3.0).layers[3].beta
 
 
 def test_kl_sparsity_beta_zero_records_activations_only(backend):
@@ -362,6 +372,46 @@ def test_four_line_step_trains_toward_rho(backend):
     assert losses[-1] < losses[0]
     model.forward(x)
     assert abs(float(model.mean_activation()) - 0.1) < abs(0.5 - 0.1)
+
+
+# --------------------------------------------------------------------------
+# SparseTrainer's test metrics
+# --------------------------------------------------------------------------
+def _small_sparse(activity):
+    rng = np.random.default_rng(8)
+    return SparseAutoencoder([Flatten(), Dense(784, 6, rng=rng), Sigmoid(), activity,
+                              Dense(6, 784, rng=rng), Reshape((1, 28, 28))], (1, 28, 28),
+                             weight_decay=1e-3)
+
+
+@pytest.mark.parametrize("activity", [lambda: L1Activity(3.0), lambda: KLSparsity(0.1, 0.5)],
+                         ids=["l1", "kl"])
+def test_sparse_trainer_metrics_do_not_depend_on_eval_batch_size(activity):
+    """Every metric is summed batch by batch (the L1 penalty was the last eval batch's:
+    4.000 with eval_batch_size 10, 4.103 with 100 in issue #20)."""
+    data = images(100, seed=9, dtype=np.float32)
+    metrics = [SparseTrainer(_small_sparse(activity()), batch_size=32, eval_batch_size=size,
+                             progress=False, log=lambda s: None).evaluate(data)
+               for size in (10, 100)]
+    for key in metrics[0]:
+        assert metrics[0][key] == pytest.approx(metrics[1][key], rel=1e-6), key
+
+
+@pytest.mark.parametrize("activity", [lambda: L1Activity(3.0), lambda: KLSparsity(0.1, 0.5)],
+                         ids=["l1", "kl"])
+def test_sparse_trainer_test_loss_is_the_training_loss_on_the_test_set(activity):
+    """The training loss averages each batch's bce + penalty; the test loss is the same
+    quantity on the test set, in batches of the training size (the KL at a batch's mean
+    activations, not at the whole set's, which is smaller), weighted by their sizes."""
+    data = images(70, seed=9, dtype=np.float32)
+    model = _small_sparse(activity())
+    metrics = SparseTrainer(model, batch_size=32, progress=False,
+                            log=lambda s: None).evaluate(data)
+    bce, loss = SigmoidCrossEntropy(), 0.0
+    for i in range(0, 70, 32):
+        x = data[i:i + 32]
+        loss += float(bce.forward(model.forward(x), x) + model.penalty()) * len(x)
+    assert metrics["loss"] == pytest.approx(loss / 70, rel=1e-6)
 
 
 # --------------------------------------------------------------------------

@@ -176,6 +176,27 @@ def test_cupy_operations_reject_numpy_arrays(call):
         call(x, h)
 
 
+@pytest.mark.parametrize("call", [
+    lambda x: cp.stack([x.sum(), 1.0]), lambda x: cp.stack([x.sum(), np.float32(1)]),
+    lambda x: cp.stack([1.0, 2.0]), lambda x: cp.concatenate([x, 1.0]),
+    lambda x: cp.concatenate([x, np.float32(1)]), lambda x: cp.concatenate([x.sum(), x.sum()]),
+], ids=["stack-float", "stack-np-scalar", "stack-only-scalars", "concatenate-float",
+        "concatenate-np-scalar", "concatenate-0d"])
+def test_stack_and_concatenate_join_device_arrays_only(call):
+    """CuPy's concatenate refuses anything but cupy.ndarray (0-d ones too) and its stack
+    hands every item to the typed _expand_dims: a scalar is a TypeError, not an upload."""
+    with pytest.raises(TypeError):
+        call(dev([1, 2]))
+
+
+def test_stack_and_concatenate_of_device_arrays():
+    x = dev([1, 2])
+    with S.counting() as c:
+        s, j = cp.stack([x.sum(), x.max()]), cp.concatenate([x, x], axis=0)
+    assert s.get().tolist() == [3, 2] and j.get().tolist() == [1, 2, 1, 2]
+    assert c.uploads == 0 and c.by_op["concatenate"] == 2
+
+
 def test_cupy_operations_accept_scalars():
     x = dev([1, 2])
     for s in (2, 2.0, True, np.float32(2), np.int64(2)):
@@ -500,6 +521,49 @@ def test_elementwise_kernel_checks_its_arguments(axpy_twin, args, error):
         _kernel()(*args())
 
 
+@pytest.mark.parametrize("args", [
+    lambda: (dev([1], np.float64), 2.0, dev([0])),                     # x float64, y float32
+    lambda: (dev([1]), dev([2], np.float64)),                           # x float32, a float64
+    lambda: (dev([1]), 2.0, dev([0], np.float64)),                      # y float64, x float32
+], ids=["input", "two-inputs", "output"])
+def test_elementwise_kernel_refuses_one_placeholder_with_two_dtypes(axpy_twin, args):
+    """``T x, T a -> T y``: every array typed T has one dtype, as in CuPy (a float64
+    gradient for a float32 parameter fails on a GPU, so it must fail here)."""
+    with pytest.raises(TypeError, match="Type is mismatched"):
+        _kernel()(*args())
+
+
+def test_elementwise_kernel_named_types_and_scalars():
+    """A named type (``float32 x``) fixes that argument's dtype; a scalar takes its
+    placeholder's type, whatever its own (CuPy's ``CScalar.apply_dtype``)."""
+    received = []
+    S.register_kernel_twin("strict_test_scale", lambda x, a, y: received.append(type(a)))
+    try:
+        k = cp.ElementwiseKernel("float32 x, T a", "T y", "y = a * x", "strict_test_scale")
+        with pytest.raises(TypeError, match="Type is mismatched. x float64 float32"):
+            k(dev([1], np.float64), 2.0, dev([0]))
+        k(dev([1]), np.float64(2), dev([0]))  # T is float32, decided by y
+        k(dev([1]), 2, dev([0], np.float64))  # T is float64
+        assert received == [np.float32, np.float64]
+        with pytest.raises(ValueError, match="Loop size is undecided"):
+            cp.ElementwiseKernel("T x", "T y", "y = x", "strict_test_scale")(1.0)
+    finally:
+        S.unregister_kernel_twin("strict_test_scale")
+
+
+def test_the_fused_adam_refuses_a_float64_gradient_for_a_float32_parameter():
+    """What item 1 of issue #20 would have hit on a GPU: backend.adam_update's kernel
+    with ``T g`` float64 and ``T p`` float32."""
+    import conftest
+
+    with conftest.stand_in():
+        p, m, v = dev([1.0]), dev([0.0]), dev([0.0])
+        with pytest.raises(TypeError, match="Type is mismatched. g float64 float32 T"):
+            B.adam_update(p, dev([0.5], np.float64), m, v, 1e-3, 0.9, 0.999, 1e-8)
+        B.adam_update(p, dev([0.5]), m, v, 1e-3, 0.9, 0.999, 1e-8)
+        assert p.get()[0] < 1.0
+
+
 def test_a_twin_must_follow_its_kernel(axpy_twin):
     k = cp.ElementwiseKernel("T x, T a", "T y", "y = a * x - y", "strict_test_axpy")
     with pytest.raises(RuntimeError, match="changed"):
@@ -561,3 +625,45 @@ def test_backend_fixture_installs_the_stand_in_only_for_the_cupy_runs(backend):
 def test_the_stand_in_is_gone_after_the_fixture():
     assert not S.is_stand_in(sys.modules.get("cupy"))
     assert not S.is_stand_in(sys.modules.get("cupyx"))
+
+
+def test_the_counting_tests_run_where_real_cupy_is_in_use_too(monkeypatch, request):
+    """strict_cupy_backend used to skip on a machine with a usable GPU, where host/device
+    mistakes cost the most: it must give the stand-in there too."""
+    import conftest
+
+    monkeypatch.setattr(conftest, "REAL_CUPY", True)
+    try:
+        module = request.getfixturevalue("strict_cupy_backend")
+    except pytest.skip.Exception:
+        pytest.fail("strict_cupy_backend skips where real CuPy is in use")
+    assert module is S and S.is_stand_in(B.get_xp())
+
+
+def test_the_stand_in_never_gets_real_cupys_device_objects_nor_leaves_its_own():
+    """scratchae keeps the fused Adam kernel and the conv workspaces under the library's
+    name, "cupy" for real CuPy and the stand-in alike: each switch empties them."""
+    from scratchae import fast
+    from scratchae.fast import conv
+    from scratchae.models import conv_denoiser
+
+    import conftest
+
+    real = object()  # what real CuPy would have left: a compiled kernel, a workspace
+    B._ADAM_KERNEL, conv._WORKSPACES.buffers = real, {("im2col", "<f4", "cupy"): real}
+    with conftest.stand_in():
+        assert B._ADAM_KERNEL is None and not getattr(conv._WORKSPACES, "buffers", None)
+        B.set_backend("cupy")
+        try:
+            model = conv_denoiser(seed=0)
+            net, optimizer = fast.compile(model), fast.Adam(model.parameters())
+            x = B.asarray(np.full((2, 1, 28, 28), 0.5, np.float32))
+            net.forward(x)
+            net.backward(B.get_xp().ones((2, 1, 28, 28), np.float32))
+            optimizer.step(net.gradients())
+            assert isinstance(B._ADAM_KERNEL, S.ElementwiseKernel)
+            buffers = conv._WORKSPACES.buffers.values()
+            assert buffers and all(S.is_stand_in(B.get_array_module(b)) for b in buffers)
+        finally:
+            B.set_backend("numpy")
+    assert B._ADAM_KERNEL is None and not getattr(conv._WORKSPACES, "buffers", None)

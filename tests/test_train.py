@@ -12,7 +12,7 @@ from scratchae import backend
 from scratchae.data import load_sample
 from scratchae.models import conv_denoiser, dense_autoencoder
 from scratchae.noise import make_noise
-from scratchae.train import Trainer, psnr
+from scratchae.train import Trainer, predict, psnr
 
 ROOT = Path(__file__).resolve().parents[1]
 SUMMARY = re.compile(r"^test bce=\d+\.\d{4} psnr_in=(inf|\d+\.\d{2})dB psnr_out=\d+\.\d{2}dB$")
@@ -72,6 +72,62 @@ def test_checkpoint_written_each_epoch_and_loadable(sample, tmp_path):
     model.load(path)  # a training checkpoint loads as plain weights
     for k, v in trainer.model.params.items():
         np.testing.assert_array_equal(backend.to_numpy(model.params[k]), backend.to_numpy(v))
+
+
+def test_float64_datasets_are_cast_once_to_the_model_dtype_with_a_note(sample, monkeypatch):
+    """uint8 / 255.0 is float64: fit, evaluate and predict cast each dataset once (not per
+    batch) to the model's float32, say so once in the log, and give what float32 gives."""
+    def run(train, test):
+        lines, batches = [], []
+        trainer = Trainer(dense_autoencoder(hidden=8, seed=0), batch_size=32,
+                          noise=make_noise("gaussian", 0.3), progress=False, log=lines.append)
+        step = trainer.train_step
+        monkeypatch.setattr(trainer, "train_step", lambda clean: batches.append(clean.dtype)
+                            or step(clean))
+        trainer.fit(train, test, epochs=2)
+        history = {k: v for k, v in trainer.history.items() if k != "epoch_time"}
+        result = (history, trainer.evaluate(test), trainer.predict(test[:5]))
+        return result, [line for line in lines if line.startswith("note:")], set(batches)
+
+    train, test = sample.train_images[:96], sample.test_images[:40]
+    (history, metrics, images), notes, dtypes = run(train.astype(np.float64),
+                                                    test.astype(np.float64))
+    assert notes == ["note: train_images are float64; cast once to the model's float32",
+                     "note: test_images are float64; cast once to the model's float32",
+                     "note: images are float64; cast once to the model's float32",
+                     "note: images are float64; cast once to the model's float32"]
+    assert dtypes == {np.dtype(np.float32)} and images.dtype == np.float32
+    (history32, metrics32, images32), notes32, _ = run(train, test)
+    assert notes32 == [] and history == history32 and metrics == metrics32
+    np.testing.assert_array_equal(images, images32)
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_trainer_predicts_on_the_path_it_trains_on(sample, monkeypatch, fast):
+    """fast=False (--textbook) with one worker trains the textbook layers: predict must
+    run them too, not compile a fresh fast model on every call."""
+    import scratchae.fast
+    from scratchae.layers.activations import sigmoid
+
+    model = conv_denoiser(seed=0)
+    trainer = Trainer(model, fast=fast, workers=1, progress=False, log=lambda s: None)
+    compiled = []
+    monkeypatch.setattr(scratchae.fast, "compile", lambda *a, **k: compiled.append(a))
+    x = sample.test_images[:4]
+    out = trainer.predict(x)
+    assert compiled == []
+    if not fast:
+        np.testing.assert_array_equal(out, sigmoid(model.forward(x)))
+
+
+def test_predict_casts_once_with_a_note_on_stderr(sample, capsys):
+    model = dense_autoencoder(hidden=8, seed=0)
+    images = predict(model, sample.test_images[:5].astype(np.float64), batch_size=2)
+    assert images.dtype == np.float32
+    assert capsys.readouterr().err == ("note: images are float64; cast once to the model's "
+                                       "float32\n")
+    np.testing.assert_array_equal(images, predict(model, sample.test_images[:5], batch_size=2))
+    assert capsys.readouterr().err == ""
 
 
 @pytest.mark.parametrize("demo, flags", [

@@ -13,7 +13,7 @@ from scratchae import fast
 from scratchae.gradcheck import numerical_gradient, relative_error
 from scratchae.layers.gaussian import GaussianKL, GaussianSampler
 from scratchae.losses import BernoulliNLL, SigmoidCrossEntropy
-from scratchae.vae import VAE, evaluate, format_summary, vae
+from scratchae.vae import VAE, VAETrainer, evaluate, format_summary, vae
 
 from conftest import to_np, to_xp
 
@@ -446,3 +446,53 @@ def test_compiled_vae_is_the_same_function(backend):
     assert net.backward(rec.backward()) is None
     for key, g in net.grads.items():
         np.testing.assert_allclose(to_np(g), grads[key], rtol=1e-9, atol=1e-12, err_msg=key)
+
+
+# --------------------------------------------------------------------------
+# VAETrainer
+# --------------------------------------------------------------------------
+def _digits(n, dtype=np.float32):
+    return np.random.default_rng(5).uniform(0, 1, (n, 1, 28, 28)).astype(dtype)
+
+
+def test_vae_trainer_metrics_do_not_depend_on_eval_batch_size():
+    """One eps per test image, in the images' order, and means per image: the test
+    metrics are the same whatever eval_batch_size (up to float rounding)."""
+    data = _digits(30)
+    metrics = [VAETrainer(vae(latent=2, hidden=8, seed=0), eval_batch_size=size,
+                          progress=False, log=lambda s: None).evaluate(data)
+               for size in (7, 30)]
+    assert metrics[0].keys() == metrics[1].keys() == {"neg_elbo", "rec", "kl"}
+    for key in metrics[0]:
+        assert metrics[0][key] == pytest.approx(metrics[1][key], rel=1e-6), key
+
+
+def test_vae_trainer_names_rec_plus_beta_kl_for_what_it_is():
+    """rec + beta KL is the negative ELBO only at beta = 1: otherwise the log and the
+    history call it rec+<beta>*kl, and evaluate's (true) neg_elbo is reported beside it."""
+    lines = []
+    base = vae(latent=2, hidden=8, seed=0)
+    model = VAE(base.encoder, base.decoder, 2, sampler=base.sampler, beta=4.0)
+    trainer = VAETrainer(model, batch_size=16, progress=False, log=lines.append)
+    trainer.fit(_digits(32), _digits(16), epochs=1)
+    assert lines[0].startswith("epoch 1/1  train rec+4*kl=") and "train neg_elbo" not in lines[0]
+    assert " test rec+4*kl=" in lines[0] and " neg_elbo=" in lines[0]
+    h = trainer.history
+    assert h["test_loss"][0] == pytest.approx(h["rec"][0] + 4 * h["kl"][0], rel=1e-9)
+    assert h["neg_elbo"][0] == pytest.approx(h["rec"][0] + h["kl"][0], rel=1e-9)
+    plain = VAETrainer(vae(latent=2, hidden=8, seed=0), batch_size=16, progress=False,
+                       log=lines.append)
+    assert plain.loss_name == "neg_elbo" and set(plain.history) == {
+        "train_loss", "test_loss", "epoch_time", "rec", "kl"}
+
+
+def test_vae_evaluate_and_predict_cast_float64_images_once_with_a_note(capsys):
+    data = _digits(6)
+    model = vae(latent=2, hidden=8, seed=0)
+    m64 = evaluate(model, data.astype(np.float64), batch_size=4)
+    assert capsys.readouterr().err == "note: images are float64; cast once to the model's float32\n"
+    assert m64 == evaluate(model, data, batch_size=4)
+    lines = []
+    trainer = VAETrainer(model, progress=False, log=lines.append)
+    np.testing.assert_array_equal(trainer.predict(data.astype(np.float64)), trainer.predict(data))
+    assert lines == ["note: images are float64; cast once to the model's float32"]

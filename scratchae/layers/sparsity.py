@@ -117,11 +117,16 @@ class KLSparsity(Layer):
 
     Parameters
     ----------
-    rho : float, default 0.1
-        Target mean activation, in (0, 1).
-    beta : float, default 3.0
-        Weight of the penalty, >= 0 (0 switches it off; the mean
-        activations are still recorded).
+    rho : float
+        Target mean activation, in (0, 1) (UFLDL: 0.1).
+    beta : float
+        Weight of the penalty, >= 0, taken literally (0 switches it off;
+        the mean activations are still recorded). No default, because
+        its scale depends on the loss it is added to: UFLDL's beta = 3
+        is per image (a loss summed over the pixels), so next to
+        scratchae's per-pixel mean loss it is 3 / 784 (the builder
+        :func:`scratchae.sparse.sparse_autoencoder` takes it per image
+        and divides it).
 
     Attributes
     ----------
@@ -130,7 +135,7 @@ class KLSparsity(Layer):
         clipped, see above).
     """
 
-    def __init__(self, rho=0.1, beta=3.0):
+    def __init__(self, rho, beta):
         super().__init__()
         self.rho = probability(rho, "rho", "KLSparsity")
         self.beta = non_negative_float(beta, "beta", "KLSparsity")

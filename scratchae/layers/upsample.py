@@ -18,14 +18,21 @@ from ..validate import int_pair
 from .base import Layer
 
 
-def nearest_index(size_in, size_out):
+def nearest_index(size_in, size_out, xp=np):
     """Source index of every output position: ``floor(dst * in / out)``.
+
+    Parameters
+    ----------
+    size_in, size_out : int
+    xp : module, default numpy
+        Where to build it: ``xp.arange`` on the GPU makes it there, with
+        nothing to upload.
 
     Returns
     -------
     ndarray of int64, shape (size_out,)
     """
-    return (np.arange(size_out) * size_in) // size_out
+    return (xp.arange(size_out) * size_in) // size_out
 
 
 class Upsample2D(Layer):
@@ -73,10 +80,11 @@ class Upsample2D(Layer):
         self._check_images(x)
         xp = backend.get_array_module(x)
         _, _, oh, ow = self.output_shape(x.shape)
-        rows, cols = nearest_index(x.shape[2], oh), nearest_index(x.shape[3], ow)
-        self._cache = (rows, cols, x.shape)
+        # built with x's own library: on the GPU the indices are made there
+        rows, cols = nearest_index(x.shape[2], oh, xp), nearest_index(x.shape[3], ow, xp)
+        self._cache = x.shape
         # y[n, c, i, j] = x[n, c, rows[i], cols[j]]: gather rows, then columns
-        return x.take(xp.asarray(rows), axis=2).take(xp.asarray(cols), axis=3)
+        return x.take(rows, axis=2).take(cols, axis=3)
 
     def backward(self, dout):
         """Sum the gradient of every copy back onto its source pixel.
@@ -89,10 +97,12 @@ class Upsample2D(Layer):
         -------
         dx : ndarray, shape (N, C, H, W)
         """
-        rows, cols, x_shape = self._cached()
+        x_shape = self._cached()
         self._check_dout(dout, self.output_shape(x_shape))
         xp = backend.get_array_module(dout)
         n, c, h, w = x_shape
+        # the loops below index with plain numbers: build the rows and columns on the host
+        rows, cols = nearest_index(h, dout.shape[2]), nearest_index(w, dout.shape[3])
         # dL/dx[n, c, a, b] = sum of dout[n, c, i, j] over rows[i] == a and cols[j] == b:
         # first add up the rows that are copies of one input row...
         d_rows = xp.zeros((n, c, h, dout.shape[3]), dtype=dout.dtype)
