@@ -87,9 +87,12 @@ def build_parser():
     add("--finetune-epochs", type=arg_positive_int, default=DEFAULTS.finetune_epochs,
         help="epochs of fine-tuning; the best on the validation split is kept")
     add("--finetune-lr", type=arg_positive_float, default=DEFAULTS.finetune_lr,
-        help="Adam's learning rate for fine-tuning's first epoch")
-    add("--lr-decay", type=arg_positive_float, default=DEFAULTS.lr_decay,
-        help="the fine-tuning lr is multiplied by this after every epoch, in (0, 1]")
+        help="Adam's learning rate at the start of fine-tuning")
+    add("--finetune-schedule", choices=("cosine", "constant"),
+        default=DEFAULTS.finetune_schedule,
+        help="cosine: the fine-tuning lr decays to 0 along half a cosine; constant: it stays")
+    add("--finetune-noise", default=f"{DEFAULTS.finetune_noise:g}",
+        help="masking noise on the images during fine-tuning, in [0, 1) (0: none)")
     add("--batch-size", type=arg_positive_int, default=DEFAULTS.batch_size,
         help="images per training step, in every stage")
     add("--valid-size", type=arg_positive_int, default=10_000,
@@ -173,7 +176,10 @@ def main(argv=None):
         recipe = Recipe(hidden=hidden, corruption=corruption, pretrain=not args.no_pretrain,
                         pretrain_epochs=args.pretrain_epochs, pretrain_lr=args.pretrain_lr,
                         finetune_epochs=args.finetune_epochs, finetune_lr=args.finetune_lr,
-                        lr_decay=args.lr_decay, batch_size=args.batch_size)
+                        finetune_schedule=args.finetune_schedule,
+                        finetune_noise=corruption_levels(args.finetune_noise, 1,
+                                                         "--finetune-noise")[0],
+                        batch_size=args.batch_size)
         backend.set_backend(args.backend)
         out = check_output_dir(args.out)
         model = StackedDenoisingAutoencoder(hidden, seed=args.seed)

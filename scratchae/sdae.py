@@ -41,7 +41,7 @@ from .layers.tied import TiedDense
 from .losses import SoftmaxCrossEntropy
 from .models import MNIST_SHAPE, Sequential
 from .noise import make_noise
-from .train import Trainer, best_path, predict
+from .train import Trainer, best_path, cosine_schedule, predict
 
 FINETUNE_STAGE = 4  # the stage number of the fine-tuning's random streams (after 3 layers)
 
@@ -264,10 +264,14 @@ class Recipe:
     pretrain_epochs, pretrain_lr : int, float
         Per layer; Adam.
     finetune_epochs, finetune_lr : int, float
-        Adam; the learning rate decays by ``lr_decay`` after every epoch.
-    lr_decay : float
-        In (0, 1]: fine-tuning's lr at epoch e (1-based) is
-        ``finetune_lr * lr_decay ** (e - 1)``.
+        Adam, from ``finetune_lr``.
+    finetune_schedule : {"cosine", "constant"}
+        "cosine": the learning rate decays to 0 along half a cosine over the
+        fine-tuning's steps (:func:`~scratchae.train.cosine_schedule`).
+    finetune_noise : float
+        Masking noise on the images during fine-tuning, in [0, 1) (0: none):
+        the denoising criterion kept as a regularizer. The validation and
+        test sets are never corrupted.
     batch_size : int
     """
 
@@ -278,7 +282,8 @@ class Recipe:
     pretrain_lr: float = 1e-3
     finetune_epochs: int = 30
     finetune_lr: float = 1e-3
-    lr_decay: float = 1.0
+    finetune_schedule: str = "cosine"
+    finetune_noise: float = 0.0
     batch_size: int = 128
 
     def __post_init__(self):
@@ -289,11 +294,11 @@ class Recipe:
             validate.positive_int(getattr(self, name), name, "Recipe")
         for name in ("pretrain_lr", "finetune_lr"):
             validate.positive_float(getattr(self, name), name, "Recipe")
-        validate.positive_float(self.lr_decay, "lr_decay", "Recipe", at_most=1)
-
-    def finetune_schedule(self, epoch):
-        """The fine-tuning learning rate for ``epoch`` (0-based: epochs done so far)."""
-        return self.finetune_lr * self.lr_decay ** epoch
+        if self.finetune_schedule not in ("cosine", "constant"):
+            raise ValueError(f"Recipe: finetune_schedule must be 'cosine' or 'constant', "
+                             f"got {self.finetune_schedule!r}")
+        self.finetune_noise = corruption_levels(self.finetune_noise, 1,
+                                                "Recipe: finetune_noise")[0]
 
 
 def stage_checkpoints(out, name, depth):
@@ -369,7 +374,10 @@ def train_stacked(model, recipe, train, valid, *, seed=0, out="out", name="stack
     pretrain_seconds, start = time.perf_counter() - start, time.perf_counter()
     stage = "fine-tuning"
     trainer = ClassifierTrainer(model.classifier, classes=model.classes, lr=recipe.finetune_lr,
-                                lr_schedule=recipe.finetune_schedule,
+                                lr_schedule=(cosine_schedule(recipe.finetune_lr)
+                                             if recipe.finetune_schedule == "cosine" else None),
+                                noise=(make_noise("mask", recipe.finetune_noise)
+                                       if recipe.finetune_noise > 0 else None),
                                 seed=(seed, FINETUNE_STAGE), checkpoint=paths[-1],
                                 log=lambda line: log(f"{stage}: {line}"), **common)
     _resume_stage(trainer, paths[-1], resume, log, stage)

@@ -101,6 +101,22 @@ def _output_batches(net, images, batch_size, output=sigmoid):
         for i in range(0, len(images), batch_size)])
 
 
+def cosine_schedule(lr):
+    """``schedule(step, total)``: ``lr`` decayed to 0 along half a cosine over the run.
+
+    ``lr_t = lr * (1 + cos(pi * t / T)) / 2`` at step t of T: full at the
+    start, half way at the middle, close to 0 at the end (never 0: t < T).
+    Large steps first, to move; small ones last, to settle in a minimum.
+    """
+    lr = validate.positive_float(lr, "lr", "cosine_schedule")
+
+    def schedule(step, total):
+        return lr * (1 + math.cos(math.pi * step / total)) / 2
+
+    schedule.__name__ = f"cosine({lr:g})"
+    return schedule
+
+
 def best_path(checkpoint):
     """Where the weights of the best epoch go: ``out/name.npz`` -> ``out/name_best.npz``."""
     path = Path(checkpoint)
@@ -189,8 +205,10 @@ class Trainer:
     patience : int, optional
         With ``monitor``: stop early after this many epochs without a new best.
     lr_schedule : callable, optional
-        ``lr_schedule(epoch) -> lr``: the learning rate of each epoch (0-based
-        count of the epochs done), set when the epoch starts. None: ``lr`` throughout.
+        ``lr_schedule(step, total) -> lr``: the learning rate of each step, from
+        its index ``step`` (0-based, counted over the whole run, so a resumed
+        run gets the same rates) and the run's ``total`` number of steps
+        (e.g. :func:`cosine_schedule`). None: ``lr`` throughout.
 
     The data are ``(inputs, targets)`` pairs, or the inputs alone for an
     autoencoder (the targets are then the clean inputs). Subclasses say what
@@ -223,7 +241,7 @@ class Trainer:
             raise ValueError("Trainer: patience needs a metric to monitor (monitor=...)")
         self.monitor = monitor
         if lr_schedule is not None and not callable(lr_schedule):
-            raise TypeError(f"Trainer: lr_schedule must be a function epoch -> lr, "
+            raise TypeError(f"Trainer: lr_schedule must be a function (step, total) -> lr, "
                             f"got {lr_schedule!r}")
         self.lr_schedule = lr_schedule
         self.patience = None if patience is None else positive_int(patience, "patience",
@@ -474,9 +492,6 @@ class Trainer:
                     self.perm = self.shuffle_rng.permutation(n)
                     self.batch, self.loss_sum = 0, 0.0
                 perm = xp.asarray(self.perm)  # uploaded once per epoch
-                if self.lr_schedule is not None:
-                    self.optimizer.lr = validate.positive_float(
-                        self.lr_schedule(self.epoch), f"lr_schedule({self.epoch})", "Trainer")
                 start, done = time.perf_counter(), 0
                 bar = tqdm(total=steps, initial=self.batch, disable=not self.progress,
                            desc=f"epoch {self.epoch + 1}/{epochs}", unit="batch", leave=False,
@@ -488,6 +503,8 @@ class Trainer:
                         self._sync_losses(pending)
                         raise TrainingInterrupted(self._save_on_interrupt())
                     index = perm[self.batch * self.batch_size:(self.batch + 1) * self.batch_size]
+                    if self.lr_schedule is not None:
+                        self._schedule_lr(self.epoch * steps + self.batch, epochs * steps)
                     batch = (data[index],) if targets is None else (data[index], targets[index])
                     pending.append(self.train_step(*batch))
                     self.batch += 1
@@ -510,6 +527,11 @@ class Trainer:
         if self.best is not None:
             self.restore_best()
         return {"history": self.history}
+
+    def _schedule_lr(self, step, total):
+        """Set the optimizer's learning rate for global step ``step`` of ``total``."""
+        self.optimizer.lr = validate.positive_float(
+            self.lr_schedule(step, total), f"lr_schedule({step}, {total})", "Trainer")
 
     def _sync_losses(self, pending):
         """Read queued losses (one device sync), add them up, stop on NaN/inf."""

@@ -34,7 +34,7 @@ from scratchae.sdae import (
     stage_checkpoints,
     train_stacked,
 )
-from scratchae.train import Trainer, TrainingInterrupted, best_path
+from scratchae.train import Trainer, TrainingInterrupted, best_path, cosine_schedule
 
 from conftest import to_np, to_xp
 from test_train import _sample_idx_dir
@@ -258,7 +258,7 @@ def test_classifier_trainer_checks_labels_before_any_work():
 
 # -- the stages: pretraining then fine-tuning, interrupted and resumed ----------------
 RECIPE = Recipe(hidden=(24, 12), corruption=(0.1, 0.2), pretrain_epochs=2, finetune_epochs=2,
-                batch_size=50)
+                batch_size=50, finetune_noise=0.1)
 
 
 def _run(out, resume=False, stop_at=None, monkeypatch=None):
@@ -284,15 +284,18 @@ def _run(out, resume=False, stop_at=None, monkeypatch=None):
     return model, result
 
 
-def test_an_interrupt_in_layer_2_resumes_there_bit_for_bit(tmp_path, monkeypatch):
+@pytest.mark.parametrize("stop_at, stages_saved", [(15, 2), (28, 3)])
+def test_an_interrupt_resumes_in_its_stage_bit_for_bit(tmp_path, monkeypatch, stop_at,
+                                                       stages_saved):
     reference, _ = _run(tmp_path / "reference")
     out = tmp_path / "run"
     out.mkdir()
-    # 300 images / 50 = 6 steps an epoch, 2 epochs a layer: step 15 is in layer 2's epoch 1
+    # 300 images / 50 = 6 steps an epoch, 2 epochs a layer: step 15 is in layer 2's second
+    # epoch, step 28 in the fine-tuning's first (its cosine lr resumes at the same step)
     with pytest.raises(TrainingInterrupted):
-        _run(out, stop_at=15, monkeypatch=monkeypatch)
+        _run(out, stop_at=stop_at, monkeypatch=monkeypatch)
     paths = stage_checkpoints(out, "stacked_denoising", 2)
-    assert paths[0].exists() and paths[1].exists() and not paths[2].exists()
+    assert [p.exists() for p in paths] == [k < stages_saved for k in range(3)]
     resumed, result = _run(out, resume=True)
     for k, p in reference.classifier.params.items():
         np.testing.assert_array_equal(to_np(p), to_np(resumed.classifier.params[k]))
@@ -414,3 +417,10 @@ def test_demo_resume_of_another_architecture_is_refused(tmp_path):
     result = _demo("--resume", "--hidden", "32,17", data_dir=data, out=tmp_path / "out")
     assert result.returncode == 1
     assert "checkpoint is of another architecture" in result.stderr, result.stderr
+
+
+def test_cosine_schedule_decays_to_near_zero():
+    schedule = cosine_schedule(1e-3)
+    rates = [schedule(t, 10) for t in range(10)]
+    assert rates[0] == 1e-3 and rates[5] == pytest.approx(5e-4)
+    assert all(a > b > 0 for a, b in zip(rates, rates[1:]))
