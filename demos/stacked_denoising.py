@@ -126,7 +126,8 @@ def make_figures(model, trainer, test, args, out):
     """The figures in ``out``; returns their paths."""
     name, paths = run_name(args), []
     first = {label: path for label, path in (
-        ("masking noise " + args.corruption, stage_checkpoints(out, NAME, model.depth)[0]),
+        (f"masking noise {args.corruption.split(',')[0]}",
+         stage_checkpoints(out, NAME, model.depth)[0]),
         ("no noise (--corruption 0)", stage_checkpoints(out, f"{NAME}_corruption0",
                                                         model.depth)[0]))
         if path.exists()}
