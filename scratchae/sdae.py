@@ -278,12 +278,12 @@ class Recipe:
     hidden: tuple = (1000, 1000, 1000)
     corruption: tuple = (0.1, 0.2, 0.3)
     pretrain: bool = True
-    pretrain_epochs: int = 15
+    pretrain_epochs: int = 10
     pretrain_lr: float = 1e-3
-    finetune_epochs: int = 30
+    finetune_epochs: int = 40
     finetune_lr: float = 1e-3
     finetune_schedule: str = "cosine"
-    finetune_noise: float = 0.0
+    finetune_noise: float = 0.2
     batch_size: int = 128
 
     def __post_init__(self):
