@@ -45,8 +45,9 @@ Options
                              --workers 1), one table of step times per model
 --without RULE[,RULE...]     the fast path without some of its tricks, to measure
                              what each gains: a rewrite rule of scratchae.fast
-                             (subpixel, conv, maxpool, relu_pool, fused_relu, dense,
-                             upsample, reshape), first_dx (compute the first layer's
+                             (subpixel, window_grad, conv, conv_pool, maxpool,
+                             relu_pool, fused_relu, dense, upsample, reshape),
+                             first_dx (compute the first layer's
                              dx), fast_loss (the textbook loss), fast_adam (the
                              textbook Adam); --workers 1 leaves out the threads
 --dtype {float32,float64}    default float32 (PyTorch uses the same dtype)
@@ -57,6 +58,10 @@ Options
                              several times back to back per repeat; 0 = one step
 --no-memory                  skip the peak-memory subprocesses
 --seed S                     seed of the weights and of the batch, default 0
+--clock {wall,cpu}           wall (default): elapsed time; cpu: the process's CPU
+                             seconds, all threads added up, far less disturbed by
+                             other processes on a busy machine; with --threads 1
+                             --workers 1 it is the work of one step
 
 The batch
 ---------
@@ -79,6 +84,16 @@ median ms
     return before the work is done.
 samples/s
     ``B / median``: training samples processed per second.
+GFLOP/s, % sgemm
+    Effective GFLOP/s: the step's floating-point operations counted by the
+    direct algorithm (multiply-adds x 2: KH*KW*C*O per output pixel of a
+    conv, 16*C*O per input pixel of a sub-pixel conv, the four 2x2 phase
+    convolutions; forward, dW, and dx where it is computed), whatever the
+    op really computes, over the median step time: the same count for both
+    frameworks. "% sgemm" sets it against the machine's limit measured in
+    the same run: NumPy's float32 GEMM of two 1024 x 1024 matrices on
+    ``--threads`` threads (best of 5). ``--profile`` gives the same figure
+    for each op's forward and backward.
 ratio
     scratchae samples/s divided by torch samples/s: above 1 means
     scratchae is faster. The two frameworks are timed *alternately*
@@ -143,6 +158,7 @@ CHILD_MARKER = "@@memory-result@@ "
 MEMORY_CHILD_MAX_REPEATS = 3
 
 np = None  # NumPy is imported in main(), after the thread variables are set.
+clock = time.perf_counter  # what a step's time is read from (--clock)
 
 
 # --------------------------------------------------------------------------
@@ -183,6 +199,11 @@ def parse_args(argv=None):
     parser.add_argument("--no-memory", action="store_true",
                         help="skip the peak-memory subprocesses")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="wall: elapsed time (default); cpu: CPU seconds of the whole "
+                             "process, every thread added up, which other processes on a "
+                             "busy machine disturb far less (use with --threads 1 "
+                             "--workers 1: the work of a step, not its parallel speed)")
     # Internal: run one (model, framework) pair and report its memory as JSON.
     parser.add_argument("--_memory-child", nargs=2, metavar=("MODEL", "FRAMEWORK"),
                         help=argparse.SUPPRESS)
@@ -414,11 +435,11 @@ def time_alternating(runners, warmup, repeats, min_time):
     for _ in range(repeats):
         for name, (step, sync) in runners.items():
             settle(step, sync, SETTLE_SECONDS)
-            start = time.perf_counter()
+            start = clock()
             for _ in range(inner[name]):
                 step()
             sync()
-            times[name].append((time.perf_counter() - start) / inner[name])
+            times[name].append((clock() - start) / inner[name])
     return times, inner
 
 
@@ -439,10 +460,10 @@ def profile_scratchae(model_name, args, batch):
     def timed(fn, times, record_shape=None):
         def wrapper(*args, **kwargs):
             sync()
-            start = time.perf_counter()
+            start = clock()
             out = fn(*args, **kwargs)
             sync()
-            times.append(time.perf_counter() - start)
+            times.append(clock() - start)
             if record_shape is not None:
                 record_shape["shape"] = tuple(out.shape)
             return out
@@ -459,20 +480,20 @@ def profile_scratchae(model_name, args, batch):
 
     def step(timing):
         sync()
-        start = time.perf_counter()
+        start = clock()
         logits = net.forward(x)
-        t0 = time.perf_counter()
+        t0 = clock()
         criterion.forward(logits, t)
         sync()
-        t1 = time.perf_counter()
+        t1 = clock()
         dlogits = criterion.backward()
         sync()
-        t2 = time.perf_counter()
+        t2 = clock()
         net.backward(dlogits)
-        t3 = time.perf_counter()
+        t3 = clock()
         optimizer.step(net.gradients())
         sync()
-        t4 = time.perf_counter()
+        t4 = clock()
         if timing:
             loss_fwd.append(t1 - t0)
             loss_bwd.append(t2 - t1)
@@ -489,9 +510,10 @@ def profile_scratchae(model_name, args, batch):
 
     def med(times):  # the fast path's ops before the first weights never run backward
         return statistics.median(times) if times else 0.0
+    flops = step_flops(net, x.shape)
     rows = [
         {"index": str(i), "name": repr(part), "shape": rec["shape"],
-         "fwd": med(rec["fwd"]), "bwd": med(rec["bwd"])}
+         "fwd": med(rec["fwd"]), "bwd": med(rec["bwd"]), "flops": flops[i]}
         for i, (part, rec) in enumerate(zip(parts, records))
     ]
     rows.append({"index": "", "name": "SigmoidCrossEntropy (loss)", "shape": (),
@@ -509,9 +531,97 @@ def profile_scratchae(model_name, args, batch):
     return rows, med(total)
 
 
+# --------------------------------------------------------------------------
+# effective GFLOP/s: the direct algorithm's multiply-adds x 2
+# --------------------------------------------------------------------------
+def layer_flops(layer, in_shape):
+    """Forward FLOPs (2 x multiply-adds) of one textbook layer by the direct algorithm.
+
+    in_shape : the layer's NCHW (or (N, D)) input shape. Layers without
+    weights (pools, ReLUs, resizes) count 0.
+    """
+    from scratchae.layers import Conv2D, ConvTranspose2D, Dense
+    if isinstance(layer, Conv2D):
+        n, o, oh, ow = layer.output_shape(in_shape)
+        kh, kw = layer.kernel_size
+        return 2 * n * oh * ow * kh * kw * layer.in_channels * o
+    if isinstance(layer, ConvTranspose2D):
+        n, c, h, w = in_shape
+        kh, kw = layer.kernel_size
+        return 2 * n * h * w * kh * kw * c * layer.out_channels
+    if isinstance(layer, Dense):
+        return 2 * in_shape[0] * layer.in_features * layer.out_features
+    return 0
+
+
+def step_flops(net, batch_shape):
+    """[(forward FLOPs, backward FLOPs)] per op of ``net`` (per layer for a textbook model).
+
+    The direct algorithm's count, whatever the op really computes: a
+    ``Conv`` counts KH*KW*C*O multiply-adds per output pixel; a
+    ``SubPixelConv`` counts its four 2x2 phase convolutions, 16*C*O per
+    input pixel (the sub-pixel rule's own direct count, without the border
+    of its (H+1) x (W+1) grid); a Winograd or window trick that computes
+    fewer products still counts these. The backward counts dW (as many as
+    the forward) and dx (as many again) where the op computes it.
+    """
+    parts = getattr(net, "ops", None)
+    shape = tuple(batch_shape)
+    counts = []
+    if parts is None:  # the textbook model: every layer computes dx
+        for layer in net.layers:
+            fwd = layer_flops(layer, shape)
+            counts.append((fwd, 2 * fwd))
+            shape = layer.output_shape(shape)
+        return counts
+    for op in parts:
+        if type(op).__name__ == "SubPixelConv":
+            n, c, h, w = shape
+            fwd = 2 * n * h * w * 16 * c * op.layers[1].out_channels
+        else:
+            fwd = 0
+            for layer in op.layers:
+                fwd += layer_flops(layer, shape)
+                shape = layer.output_shape(shape)
+        if type(op).__name__ == "SubPixelConv":
+            for layer in op.layers:
+                shape = layer.output_shape(shape)
+        counts.append((fwd, fwd * (2 if op.input_grad else 1)))
+    return counts
+
+
+def total_flops(model_name, args):
+    """FLOPs of one training step (forward + backward) of the fast path at --batch-size.
+
+    The same count for every framework and path: the work of the model with
+    the sub-pixel rule, so effective GFLOP/s compare like samples/s do.
+    """
+    from scratchae import fast, models
+    make = models.conv_denoiser if model_name == "conv" else models.dense_autoencoder
+    model = make(seed=args.seed)
+    net = fast.compile(model, workers=1)
+    return sum(f + b for f, b in step_flops(net, (args.batch_size, *model.input_shape)))
+
+
+def sgemm_peak(threads, size=1024, repeats=5):
+    """The best GFLOP/s of NumPy's float32 GEMM, size^3, on ``threads`` BLAS threads."""
+    from threadpoolctl import threadpool_limits
+    rng = np.random.default_rng(0)
+    a, b = (rng.random((size, size), dtype=np.float32) for _ in range(2))
+    out = np.empty((size, size), dtype=np.float32)
+    best = float("inf")
+    with threadpool_limits(threads, user_api="blas"):
+        np.matmul(a, b, out=out)
+        for _ in range(repeats):
+            start = clock()
+            np.matmul(a, b, out=out)
+            best = min(best, clock() - start)
+    return 2 * size**3 / best / 1e9
+
+
 ABLATIONS = {
-    "conv": ("subpixel", "conv", "maxpool", "relu_pool", "fused_relu", "upsample", "first_dx",
-             "fast_loss", "fast_adam", "threads"),
+    "conv": ("subpixel", "window_grad", "conv", "conv_pool", "maxpool", "relu_pool",
+             "fused_relu", "upsample", "first_dx", "fast_loss", "fast_adam", "threads"),
     "dense": ("dense", "fused_relu", "reshape", "first_dx", "fast_loss", "fast_adam"),
 }
 
@@ -693,28 +803,38 @@ def print_header(args, threads_source, torch):
     print(f"backend {backend_text}, scratchae {path}, up to {plural(args.workers, 'worker')}, "
           f"batch {args.batch_size}, "
           f"dtype {args.dtype}, warmup {args.warmup}, repeats {args.repeats}{torch_text}")
-    print("step = forward + SigmoidCrossEntropy + backward + Adam; figures are medians; "
-          f"load average {load_average()} at start")
+    clock_text = "" if args.clock == "wall" else "CPU seconds (--clock cpu), "
+    print(f"step = forward + SigmoidCrossEntropy + backward + Adam; {clock_text}"
+          f"figures are medians; load average {load_average()} at start")
     print(flush=True)
 
 
-def print_timing(model_name, args, times, inner, workers):
+def print_timing(model_name, args, times, inner, workers, flop, peak):
     rows = []
     for name, ts in times.items():
         med = statistics.median(ts)
         rows.append([name, f"{med * 1e3:.2f}", f"{min(ts) * 1e3:.2f}",
-                     f"{max(ts) * 1e3:.2f}", str(inner[name]), f"{args.batch_size / med:.1f}"])
+                     f"{max(ts) * 1e3:.2f}", str(inner[name]), f"{args.batch_size / med:.1f}",
+                     gflops(flop, med), f"{100 * flop / med / 1e9 / peak:.0f}"])
     title = (f"[{model_name}] step time, {args.repeats} repeats, "
              f"scratchae on {plural(workers, 'worker')}")
     if len(times) > 1:
         title += ", frameworks alternating"
     print(title)
-    print(table(["framework", "median ms", "min ms", "max ms", "steps/repeat", "samples/s"],
-                rows, "lrrrrr"))
+    print(f"(effective GFLOP/s: the step's {flop / 1e9:.2f} GFLOP, the direct algorithm's "
+          f"multiply-adds x 2, over the median; sgemm 1024^3 on "
+          f"{plural(args.threads, 'thread')} in this run: {peak:.0f} GFLOP/s)")
+    print(table(["framework", "median ms", "min ms", "max ms", "steps/repeat", "samples/s",
+                 "GFLOP/s", "% sgemm"], rows, "lrrrrrrr"))
     print(flush=True)
 
 
-def print_profile(model_name, rows, step_median):
+def gflops(flop, seconds):
+    """Effective GFLOP/s as text, '' where there is no work or no time."""
+    return f"{flop / seconds / 1e9:.0f}" if flop and seconds > 0 else ""
+
+
+def print_profile(model_name, rows, step_median, peak, threads):
     # Each row is a median over the profiled steps; their sum is a "typical
     # step" whose parts add up to 100 %, even when noise makes the median of
     # whole steps differ from the sum of the medians of their parts.
@@ -724,18 +844,24 @@ def print_profile(model_name, rows, step_median):
         shape = "" if r["shape"] is None else str(r["shape"])
         fwd = "" if r["name"] in ("Adam.step", "other (glue, timers)") else f"{r['fwd'] * 1e3:.3f}"
         share = 100 * (r["fwd"] + r["bwd"]) / accounted
+        flop_f, flop_b = r.get("flops", (0, 0))
         body.append([r["index"], r["name"], shape, fwd, f"{r['bwd'] * 1e3:.3f}",
-                     f"{share:.1f}"])
+                     gflops(flop_f, r["fwd"]), gflops(flop_b, r["bwd"]), f"{share:.1f}"])
     fwd_total = sum(r["fwd"] for r in rows)
+    flop_f = sum(r.get("flops", (0, 0))[0] for r in rows)
+    flop_b = sum(r.get("flops", (0, 0))[1] for r in rows)
     body.append(["", "total", "", f"{fwd_total * 1e3:.3f}",
-                 f"{(accounted - fwd_total) * 1e3:.3f}", "100.0"])
+                 f"{(accounted - fwd_total) * 1e3:.3f}", gflops(flop_f, fwd_total),
+                 gflops(flop_b, accounted - fwd_total), "100.0"])
     print(f"[{model_name}] scratchae profile, medians over the steps: sum of rows "
-          f"{accounted * 1e3:.2f} ms, median profiled step {step_median * 1e3:.2f} ms")
+          f"{accounted * 1e3:.2f} ms, median profiled step {step_median * 1e3:.2f} ms, "
+          f"{gflops(flop_f + flop_b, step_median)} effective GFLOP/s; "
+          f"sgemm 1024^3 on {plural(threads, 'thread')}: {peak:.0f} GFLOP/s")
     print("(one worker, so that every row is that op's own time; "
-          "fast-path shapes are channels-last; "
-          "Adam.step and 'other' are listed in the bwd column)")
-    print(table(["#", "layer", "output shape", "fwd ms", "bwd ms", "% step"],
-                body, "rllrrr"))
+          "fast-path shapes are channels-last; GFLOP/s: the direct algorithm's "
+          "multiply-adds x 2 over the time; Adam.step and 'other' are listed in the bwd column)")
+    print(table(["#", "layer", "output shape", "fwd ms", "bwd ms", "fwd GFLOP/s", "bwd GFLOP/s",
+                 "% step"], body, "rllrrrrr"))
     print(flush=True)
 
 
@@ -763,12 +889,14 @@ def print_memory(model_name, args, memory):
     print(flush=True)
 
 
-def summary_line(model_name, args, times, memory, workers):
+def summary_line(model_name, args, times, memory, workers, flop, peak):
     speed = {name: args.batch_size / statistics.median(ts) for name, ts in times.items()}
     parts = [f"{model_name:<5}", f"batch {args.batch_size}", plural(workers, "worker")]
     parts += [f"{name} {speed[name]:.1f} samples/s" for name in speed]
     if "torch" in speed:
         parts.append(f"ratio {speed['scratchae'] / speed['torch']:.2f}")
+    parts.append(f"scratchae {flop * speed['scratchae'] / args.batch_size / 1e9:.0f} GFLOP/s "
+                 f"of sgemm {peak:.0f}")
     mem = [(name, result) for name, (result, _) in memory.items() if result is not None]
     if mem:
         parts.append("peak RSS " + " ".join(
@@ -783,6 +911,8 @@ def summary_line(model_name, args, times, memory, workers):
 def main(argv=None):
     global np
     args = parse_args(argv)
+    global clock
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
     threads_source = "--threads"
     if args.threads is not None:
         for var in THREAD_VARS:  # must happen before NumPy loads its BLAS
@@ -838,6 +968,7 @@ def main(argv=None):
         print(f"note: --vs-torch skipped: {torch_note}\n", flush=True)
 
     models = MODELS if args.model == "both" else (args.model,)
+    peak = sgemm_peak(args.threads)  # the machine's limit, measured in this run
     batch = make_batch(args.batch_size, np.dtype(args.dtype), args.seed)
     summaries = []
     for model_name in models:
@@ -847,11 +978,12 @@ def main(argv=None):
             runners["torch"] = torch_step_fn(model_name, args, batch, torch, device)
         times, inner = time_alternating(runners, args.warmup, args.repeats, args.min_time)
         del runners  # free both models before profiling and the next model
-        print_timing(model_name, args, times, inner, workers)
+        flop = total_flops(model_name, args)
+        print_timing(model_name, args, times, inner, workers, flop, peak)
 
         if args.profile:
             rows, step_median = profile_scratchae(model_name, args, batch)
-            print_profile(model_name, rows, step_median)
+            print_profile(model_name, rows, step_median, peak, args.threads)
 
         if args.ablate:
             print_ablation(model_name, args, ablate(model_name, args, batch))
@@ -861,7 +993,7 @@ def main(argv=None):
             for framework in ("scratchae", "torch") if torch is not None else ("scratchae",):
                 memory[framework] = measure_memory(model_name, framework, args)
             print_memory(model_name, args, memory)
-        summaries.append(summary_line(model_name, args, times, memory, workers))
+        summaries.append(summary_line(model_name, args, times, memory, workers, flop, peak))
 
     print(f"summary (load average {load_average()} at the end)")
     for line in summaries:

@@ -103,7 +103,7 @@ def main(argv=None):
             loss = loss_fn(model(torch.from_numpy(noisy)), torch.from_numpy(clean))
             loss.backward()
             optimizer.step()
-            total += float(loss)
+            total += loss.item()
         model.eval()
         bce, psnr_in, psnr_out = evaluate(model, test, noisy_test, args.batch_size)
         print(f"epoch {epoch + 1}/{args.epochs}  train bce={total / steps:.4f}  "

@@ -185,7 +185,9 @@ def gradient_errors(layer, x, *, seed=0, eps=1e-6, max_entries=None):
     -------
     dict of str to float
         ``"dx"`` and each key of ``layer.params``, mapped to
-        :func:`relative_error` between the analytic and numerical gradients.
+        :func:`relative_error` between the analytic and numerical gradients
+        (no ``"dx"`` for a model compiled without an input gradient, whose
+        ``backward`` returns None).
 
     Notes
     -----
@@ -201,13 +203,16 @@ def gradient_errors(layer, x, *, seed=0, eps=1e-6, max_entries=None):
     dout_before = dout.copy()
 
     dx = layer.backward(dout)
-    analytic = {"dx": dx.copy(), **{k: g.copy() for k, g in layer.grads.items()}}
+    analytic = {k: g.copy() for k, g in layer.grads.items()}
+    if dx is not None:
+        analytic["dx"] = dx.copy()
     if not bool((dout == dout_before).all()):
         raise AssertionError(f"{layer!r}: backward modified dout in place")
     missing = [name for name in layer.params if name not in analytic]
     if missing:
         raise AssertionError(f"{layer!r}: grads has no entry for parameter {missing[0]!r}")
-    numeric = _numerical(layer, x, dout, ["dx", *layer.params], eps, max_entries, rng)
+    names = (["dx"] if dx is not None else []) + list(layer.params)
+    numeric = _numerical(layer, x, dout, names, eps, max_entries, rng)
     return {name: _masked_error(analytic[name], gradient, mask)
             for name, (gradient, mask) in numeric.items()}
 
@@ -399,9 +404,9 @@ def _biased(model, seed):
     return model
 
 
-def _fast(model):
+def _fast(model, input_grad=True, rules=fast.model.RULES):
     """``model`` compiled by :func:`scratchae.fast.compile`, with dL/dx (for the check)."""
-    return fast.compile(model, input_grad=True, workers=1)
+    return fast.compile(model, input_grad=input_grad, workers=1, rules=rules)
 
 
 class ImplError(Exception):
@@ -677,6 +682,16 @@ def _checks():
         Check("fast_subpixel_relu", build=lambda s: _fast(_biased(Sequential([
             L.Upsample2D(scale_factor=2), L.Conv2D(3, 4, 3, dtype=F64, seed=s), L.ReLU(),
         ]), s)), shape=(2, 3, 4, 5), steps=(1e-7, 1e-8)),
+        # the same without window_grad: the phase-by-phase backward it replaces
+        Check("fast_subpixel_phases", build=lambda s: _fast(_biased(Sequential([
+            L.Upsample2D(scale_factor=2), L.Conv2D(3, 4, 3, dtype=F64, seed=s), L.ReLU(),
+        ]), s), rules=[r for r in fast.model.RULES if r != "window_grad"]),
+              shape=(2, 3, 4, 5), steps=(1e-7, 1e-8)),
+        # conv_pool fires on a first conv that computes no dx, so this one checks no dx
+        Check("fast_conv_pool_first_layer", build=lambda s: _fast(_biased(Sequential([
+            L.Conv2D(2, 3, 3, dtype=F64, seed=s), L.ReLU(), L.MaxPool2D(2),
+            L.Conv2D(3, 2, 3, dtype=F64, seed=s + 1)]), s), input_grad=False),
+              shape=(2, 2, 7, 9), steps=(1e-7, 1e-8)),
         Check("fast_conv_multiply_first", build=lambda s: _fast(Sequential([
             L.Conv2D(5, 2, (3, 2), dtype=F64, seed=s),
         ])), shape=(2, 5, 6, 7)),

@@ -14,7 +14,7 @@ import scratchae.fast.conv as fast_conv
 import scratchae.fast.model as fast_model
 from scratchae import backend, checkpoint, fast, optim
 from scratchae.fast import ops
-from scratchae.fast.subpixel import fold_phase_gradient, phase_kernels
+from scratchae.fast.subpixel import fold_phase_gradient, phase_kernels, window_kernel
 from scratchae.layers import (
     Conv2D,
     ConvTranspose2D,
@@ -50,14 +50,14 @@ def _biased(model, seed=0):
     return model
 
 
-def assert_same_as_textbook(model, x, workers=1, seed=0):
+def assert_same_as_textbook(model, x, workers=1, seed=0, rules=fast_model.RULES):
     """Forward and backward of ``model`` and of its compiled twin agree (output, dx, grads)."""
     x = to_xp(x)
     y = model.forward(x)
     dout = to_xp(np.random.default_rng(seed).standard_normal(y.shape))
     dx = model.backward(dout)
     grads = {k: to_np(g) for k, g in model.grads.items()}
-    net = fast.compile(model, input_grad=True, workers=workers)
+    net = fast.compile(model, input_grad=True, workers=workers, rules=rules)
     dout_before = to_np(dout)
     y_fast = net.forward(x)
     assert y_fast.shape == y.shape and y_fast.dtype == y.dtype
@@ -131,11 +131,26 @@ def test_maxpool_ties_go_to_the_first_corner_as_in_the_textbook(backend):
 
 @pytest.mark.parametrize("shape", [(2, 3, 4, 5), (1, 2, 3, 3), (3, 2, 1, 6)])
 @pytest.mark.parametrize("relu", [False, True])
-def test_subpixel_rule(backend, shape, relu):
+@pytest.mark.parametrize("window", [True, False], ids=["window_grad", "phases"])
+def test_subpixel_rule(backend, shape, relu, window):
     layers = [Upsample2D(scale_factor=2), Conv2D(shape[1], 4, 3, dtype=F64, seed=0)]
     model = _biased(Sequential(layers + ([ReLU()] if relu else [])))
-    net = assert_same_as_textbook(model, _x(shape))
+    rules = [r for r in fast_model.RULES if window or r != "window_grad"]
+    net = assert_same_as_textbook(model, _x(shape), rules=rules)
     assert [type(op) for op in net.ops] == [ops.SubPixelConv]
+    assert net.ops[0].window == window
+
+
+def test_window_kernel_in_one_dimension():
+    """dx[i] = W2 dy[2i-1] + (W1 + W2) dy[2i] + (W0 + W1) dy[2i+1] + W0 dy[2i+2]: the four
+    outputs that pixel i reached through the upsample and the 3-tap conv."""
+    W = np.arange(1.0, 10.0).reshape(1, 1, 3, 3)  # taps 1..9, row by row
+    K4 = window_kernel(W).reshape(4, 4)            # (r, s)
+    rows = [[0, 0, 1], [0, 1, 1], [1, 1, 0], [1, 0, 0]]  # which taps reach row 2i - 1 + r
+    for r in range(4):
+        for s in range(4):
+            taps = [W[0, 0, u, v] for u in range(3) for v in range(3) if rows[r][u] and rows[s][v]]
+            assert K4[r, s] == sum(taps)
 
 
 def test_subpixel_needs_the_size_to_double(backend):
@@ -206,12 +221,14 @@ def test_the_tutorial_models(backend, build):
 def test_the_conv_denoiser_becomes_the_expected_ops():
     net = fast.compile(conv_denoiser())
     assert [type(op).__name__ for op in net.ops] == [
-        "Conv", "MaxPool", "Conv", "MaxPool", "Conv", "MaxPool",  # ReLUs moved after the pools
+        "ConvPool", "Conv", "MaxPool", "Conv", "MaxPool",  # ReLUs moved after the pools
         "Upsample", "Conv", "SubPixelConv", "SubPixelConv", "Conv"]
     assert [getattr(op, "relu", None) for op in net.ops] == [
-        False, True, False, True, False, True, None, True, True, True, False]
+        True, False, True, False, True, None, True, True, True, False]
     assert sum(p.size for p in net.parameters()) == 121_281
     assert not net.ops[0].input_grad and all(op.input_grad for op in net.ops[1:])
+    with_dx = fast.compile(conv_denoiser(), input_grad=True)  # conv_pool is for no dx only
+    assert [type(op).__name__ for op in with_dx.ops][:2] == ["Conv", "MaxPool"]
 
 
 def test_several_slices_and_workers(backend, monkeypatch):
@@ -226,6 +243,63 @@ def test_several_slices_and_workers(backend, monkeypatch):
 # --------------------------------------------------------------------------
 # no dx for the first layer
 # --------------------------------------------------------------------------
+def assert_same_weight_grads(model, x, rules=fast_model.RULES, workers=1):
+    """The compiled model without dx (as training runs it): same output and parameter
+    gradients as the textbook model."""
+    x = to_xp(x)
+    y = model.forward(x)
+    dout = to_xp(np.random.default_rng(0).standard_normal(y.shape))
+    model.backward(dout)
+    grads = {k: to_np(g) for k, g in model.grads.items()}
+    net = fast.compile(model, workers=workers, rules=rules)
+    assert _rel(net.forward(x), y) < TOL
+    assert net.backward(dout) is None
+    for key, g in grads.items():
+        assert net.grads[key].shape == g.shape and _rel(net.grads[key], g) < TOL, key
+    return net
+
+
+@pytest.mark.parametrize("cin, kernel, pool, shape, relu_at", [
+    (1, 3, "valid", (3, 1, 8, 6), "pool"),      # the tutorial's first layer in small
+    (2, 3, "valid", (2, 2, 7, 9), "pool"),      # odd sizes: the last row/column dropped
+    (3, (3, 2), "valid", (2, 3, 6, 7), "conv"),  # non-square kernel, ReLU kept on the conv
+    (2, 3, "same", (2, 2, 6, 4), "pool"),       # 'same' on even sizes pads nothing
+    (2, 3, "valid", (2, 2, 6, 6), None),        # no ReLU at all
+])
+def test_conv_pool_rule(backend, monkeypatch, cin, kernel, pool, shape, relu_at):
+    """The first conv and its max-pool as one op: dW from the four corners' im2col."""
+    monkeypatch.setattr(fast_model, "MIN_WORK_PER_WORKER", 1)
+    monkeypatch.setattr(fast_conv, "CHUNK_ELEMENTS", 200)             # several slices
+    monkeypatch.setattr(fast.convpool, "CHUNK_OUTPUTS", 100)
+    layers = [Conv2D(cin, 3, kernel, dtype=F64, seed=0)] + ([ReLU()] if relu_at else [])
+    layers += [MaxPool2D(2, padding=pool), Conv2D(3, 2, 3, dtype=F64, seed=1)]
+    rules = [r for r in fast_model.RULES if relu_at != "conv" or r != "relu_pool"]
+    for workers in ([1, 2] if backend == "numpy" else [1]):
+        net = assert_same_weight_grads(_biased(Sequential(layers, input_shape=shape[1:])),
+                                       _x(shape), rules=rules, workers=workers)
+        assert type(net.ops[0]) is ops.ConvPool and net.ops[0].relu == bool(relu_at)
+
+
+def test_conv_pool_ties_go_to_the_first_corner(backend):
+    conv = Conv2D(1, 1, 1, dtype=F64, seed=0)
+    conv.params["W"][...] = 1.0
+    x = np.zeros((1, 1, 4, 4))
+    x[0, 0, :2, :2] = [[1.0, 1.0], [1.0, 0.0]]  # three corners tie
+    x[0, 0, 2:, 2:] = [[0.0, 2.0], [2.0, 2.0]]
+    x[0, 0, :2, 2:] = [[0.0, 1.0], [1.0, 0.0]]
+    net = assert_same_weight_grads(Sequential([conv, ReLU(), MaxPool2D(2)]), x)
+    assert type(net.ops[0]) is ops.ConvPool
+
+
+def test_conv_pool_needs_the_pool_to_fit(backend):
+    """A 'same' pool of an odd size pads with -inf: left as a Conv and a MaxPool."""
+    layers = [Conv2D(1, 2, 3, dtype=F64, seed=0), ReLU(), MaxPool2D(2, padding="same")]
+    net = assert_same_weight_grads(_biased(Sequential(layers, input_shape=(1, 7, 7))),
+                                   _x((2, 1, 7, 7)))
+    assert [type(op) for op in net.ops] == [ops.Conv, ops.MaxPool]
+    rules = [r for r in fast_model.RULES if r != "conv_pool"]
+    net = fast.compile(conv_denoiser(), rules=rules)
+    assert [type(op) for op in net.ops][:2] == [ops.Conv, ops.MaxPool]
 @pytest.mark.parametrize("layer", [
     lambda: Conv2D(1, 4, 3, dtype=F64, seed=0), lambda: Conv2D(4, 1, 3, dtype=F64, seed=0),
     lambda: Conv2D(3, 3, 3, stride=2, dtype=F64, seed=0),
@@ -352,8 +426,40 @@ def test_fast_losses_are_the_textbook_losses(backend, kind, dtype):
 
 def test_compiled_model_prints_which_rules_fired():
     text = repr(fast.compile(conv_denoiser(seed=0), workers=1))
-    for line in ("Conv(1->64, 3x3, padding='same')", "MaxPool(2x2, padding='same', relu)",
-                 "Conv(32->32, 3x3, padding='same', relu)", "SubPixelConv(x2, 32->64, 3x3, relu)",
+    for line in ("ConvPool(1->64, 3x3, padding='same', pool 2x2, relu)",
+                 "MaxPool(2x2, padding='same', relu)",
+                 "Conv(32->32, 3x3, padding='same', relu)",
+                 "SubPixelConv(x2, 32->64, 3x3, relu, window_grad)",
                  "Conv(64->1, 3x3, padding='same')"):
         assert line in text, text
     assert "Dense(784->64, relu)" in repr(fast.compile(dense_autoencoder(seed=0), workers=1))
+
+
+# --------------------------------------------------------------------------
+# inference: the same output, nothing kept for backward
+# --------------------------------------------------------------------------
+@pytest.mark.parametrize("build, shape", [
+    (lambda: conv_denoiser(seed=1, dtype=F64), (5, 1, 28, 28)),
+    (lambda: dense_autoencoder(hidden=16, seed=1, dtype=F64), (3, 1, 28, 28)),
+    (lambda: Sequential([Conv2D(2, 3, 3, dtype=F64, seed=0), ReLU(), MaxPool2D(2, padding="same"),
+                         MaxPool2D(2), ConvTranspose2D(3, 2, 3, stride=2, dtype=F64, seed=1)]),
+     (2, 2, 7, 9)),
+], ids=["conv_denoiser", "dense_autoencoder", "pools_and_a_textbook_layer"])
+def test_infer_is_forward_without_caches(backend, monkeypatch, build, shape):
+    monkeypatch.setattr(fast_model, "MIN_WORK_PER_WORKER", 1)
+    model = _biased(build())
+    x = to_xp(np.random.default_rng(2).uniform(size=shape))
+    expected = to_np(model.forward(x))
+    for workers in ([1, 3] if backend == "numpy" else [1]):
+        net = fast.compile(model, workers=workers)
+        assert _rel(net.infer(x), expected) < TOL
+        ops_lists = [net.ops] + net._replicas
+        assert all(op._cache is None for ops_list in ops_lists for op in ops_list)
+        with pytest.raises(RuntimeError, match="before forward"):
+            net.backward(to_xp(np.ones(expected.shape)))
+
+
+def test_infer_keeps_the_max_pool_ties_and_nans():
+    pool = ops.MaxPool(MaxPool2D(2), relu=True)
+    x = np.array([[[[1.0], [1.0]], [[-2.0], [np.nan]]]])  # (1, 2, 2, 1): a NaN in the window
+    assert np.isnan(pool.infer(x)).all() and np.isnan(pool.forward(x)).all()

@@ -70,8 +70,8 @@ def workspace(name, shape, like):
     return buffer[:size].reshape(shape)
 
 
-def batch_chunks(x, per_sample):
-    """Slices of the batch of ``x`` with at most ``CHUNK_ELEMENTS`` im2col numbers each.
+def batch_chunks(x, per_sample, limit=None):
+    """Slices of the batch of ``x`` with at most ``limit`` (``CHUNK_ELEMENTS``) numbers each.
 
     One slice holding the whole batch on the GPU.
 
@@ -79,12 +79,14 @@ def batch_chunks(x, per_sample):
     ----------
     x : ndarray, shape (N, ...)
     per_sample : int
-        Numbers of the im2col matrix that one sample needs.
+        Numbers of the im2col matrix (or other scratch) that one sample needs.
+    limit : int, optional
+        Default :data:`CHUNK_ELEMENTS`.
     """
     n = x.shape[0]
     if backend.get_array_module(x) is not np:
         return [slice(0, n)]
-    step = max(1, CHUNK_ELEMENTS // max(per_sample, 1))
+    step = max(1, (limit or CHUNK_ELEMENTS) // max(per_sample, 1))
     return [slice(start, min(start + step, n)) for start in range(0, n, step)]
 
 

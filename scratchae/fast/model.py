@@ -4,26 +4,30 @@ The rewrite walks the layer list once, left to right, and at each position
 applies the first rule that matches (each rule is one identity; see
 ``docs/fast.md`` for the derivations and the measured gains):
 
-==========  ==================================  ====================================
-rule        textbook layers                     fast op
-==========  ==================================  ====================================
-subpixel    Upsample2D (x2) + Conv2D 3x3        ``SubPixelConv``: four 2x2 phase
-            'same' [+ ReLU]                     convolutions of the small input
-conv        Conv2D (stride 1) [+ ReLU]          ``Conv``: multiply-first when O < C,
-                                                flipped-kernel dx, im2col slices
-relu_pool   ReLU + MaxPool2D (2x2, stride 2)    ``MaxPool(relu=True)``: pool first,
-                                                ReLU on 4x fewer values
-maxpool     MaxPool2D (2x2, stride 2)           ``MaxPool``: four corners, channels-last
-fused_relu  ... + ReLU                          bias and ReLU in place on the op's output
-dense       Dense [+ ReLU]                      ``Dense``
-upsample    Upsample2D (other sizes)            ``Upsample``, index arrays kept on
-                                                the device
-reshape     Flatten, Reshape((C, H, W))         ``Flatten``, ``Reshape``
-            anything else                       ``Textbook``: the layer as written
-==========  ==================================  ====================================
+===========  ==================================  ====================================
+rule         textbook layers                     fast op
+===========  ==================================  ====================================
+subpixel     Upsample2D (x2) + Conv2D 3x3        ``SubPixelConv``: four 2x2 phase
+             'same' [+ ReLU]                     convolutions of the small input
+window_grad  (inside ``SubPixelConv``)           its backward as one stride-2 4x4
+                                                 im2col of dy
+conv         Conv2D (stride 1) [+ ReLU]          ``Conv``: multiply-first when O < C,
+                                                 flipped-kernel dx, im2col slices
+relu_pool    ReLU + MaxPool2D (2x2, stride 2)    ``MaxPool(relu=True)``: pool first,
+                                                 ReLU on 4x fewer values
+maxpool      MaxPool2D (2x2, stride 2)           ``MaxPool``: four corners, channels-last
+fused_relu   ... + ReLU                          bias and ReLU in place on the op's output
+dense        Dense [+ ReLU]                      ``Dense``
+upsample     Upsample2D (other sizes)            ``Upsample``, index arrays kept on
+                                                 the device
+reshape      Flatten, Reshape((C, H, W))         ``Flatten``, ``Reshape``
+             anything else                       ``Textbook``: the layer as written
+===========  ==================================  ====================================
 
 and two rules about the whole model: the first op with parameters skips
-dL/dx (training needs no gradient for the input images), and on the CPU
+dL/dx (training needs no gradient for the input images; with ``conv_pool``,
+a first conv and the max-pool after it become one ``ConvPool`` op that never
+stores the conv's full-size output or its gradient), and on the CPU
 the batch is split over worker threads where that pays
 (:mod:`scratchae.fast.parallel`).
 
@@ -72,10 +76,23 @@ def _doubles(upsample, shape):
     return shape is not None and upsample.size == (2 * shape[2], 2 * shape[3])
 
 
+def _pools_whole(built, first, shapes, layers):
+    """True if op ``first`` (a model's first op with weights, no dx) is a ``Conv`` and
+    the next op a ``MaxPool`` that needs no padding of the conv's output."""
+    if first + 1 >= len(built) or not isinstance(built[first], ops.Conv) \
+            or not isinstance(built[first + 1], ops.MaxPool):
+        return False
+    pool = built[first + 1].layers[0]
+    if pool.padding == "valid":
+        return True
+    conv_shape = shapes[layers.index(built[first].layers[0]) + 1]
+    return conv_shape is not None and pool.pads(*conv_shape[2:]) == ((0, 0), (0, 0))
+
+
 #: The rewrite rules, by name: ``compile(model, rules=...)`` can leave some out
 #: (to measure what each one gains, ``benchmarks/throughput.py --without``).
-RULES = ("subpixel", "conv", "maxpool", "relu_pool", "fused_relu", "dense", "upsample",
-         "reshape")
+RULES = ("subpixel", "window_grad", "conv", "maxpool", "relu_pool", "fused_relu", "dense",
+         "upsample", "reshape", "conv_pool")
 
 
 def _rewrite(layers, i, shape, rules):
@@ -89,7 +106,8 @@ def _rewrite(layers, i, shape, rules):
             and _doubles(layer, shape) and after[0].kernel_size == (3, 3)
             and after[0].stride == (1, 1) and after[0].pads(3, 3) == ((1, 1), (1, 1))):
         relu = fuse and isinstance(after[1], ReLU)
-        return ops.SubPixelConv(layer, after[0], _keys(i + 1, after[0]), relu=relu), 2 + relu
+        return ops.SubPixelConv(layer, after[0], _keys(i + 1, after[0]), relu=relu,
+                                window="window_grad" in rules), 2 + relu
     if "conv" in rules and _is_fast_conv(layer, shape):
         # a ReLU followed by a max-pool is left to the pool (it is cheaper there)
         relu = relu_next and not pool_next
@@ -151,9 +169,11 @@ def compile(model, *, input_grad=False, workers=None, rules=RULES):  # noqa: A00
         op, used = _rewrite(layers, i, shapes[i], set(rules))
         built.append(op)
         i += used
-    first = next((op for op in built if op.params), None)
+    first = next((i for i, op in enumerate(built) if op.params), None)
     if first is not None and not input_grad:
-        first.input_grad = False
+        built[first].input_grad = False
+        if "conv_pool" in rules and _pools_whole(built, first, shapes, layers):
+            built[first:first + 2] = [ops.ConvPool(built[first], built[first + 1])]
     return FastSequential(model, built, input_grad, check_workers(workers, "fast.compile"))
 
 
@@ -273,6 +293,28 @@ class FastSequential:
             else tuple(y.shape)
         return y.transpose(0, 3, 1, 2) if y.ndim == 4 else y
 
+    def infer(self, x):
+        """The output for inference (evaluation, prediction): the same function as
+        :meth:`forward`, but no op keeps anything for a backward pass, so each
+        activation is freed as soon as the next op has read it (a smaller peak,
+        hence larger batches), and the max-pools skip recording their winners.
+
+        x : ndarray, (N, C, H, W) or (N, D) -> the output, in the textbook model's layout.
+        A following :meth:`backward` raises: call :meth:`forward` to train.
+        """
+        self.check_input(x)
+        xp = backend.get_array_module(x)
+        h = xp.ascontiguousarray(x.transpose(0, 2, 3, 1)) if x.ndim == 4 else x
+        self._slices = self._output_shape = None
+        parts = self.workers_for(tuple(x.shape))
+        if parts == 1:
+            y = _run_infer(self.ops, h)
+        else:
+            replicas = self._replica_ops(parts)
+            y = xp.concatenate(self._pool.map(lambda i, s: _run_infer(replicas[i], h[s]),
+                                              batch_slices(len(x), parts)))
+        return y.transpose(0, 3, 1, 2) if y.ndim == 4 else y
+
     def backward(self, dout):
         """dout : the output's shape -> dL/dx (the input's shape), or None without ``input_grad``.
 
@@ -299,6 +341,12 @@ class FastSequential:
 def _run_forward(ops_list, h):
     for op in ops_list:
         h = op.forward(h)
+    return h
+
+
+def _run_infer(ops_list, h):
+    for op in ops_list:
+        h = op.infer(h)
     return h
 
 

@@ -16,6 +16,7 @@ import numpy as np
 from .. import backend
 from ..layers.base import conv_output_size
 from .conv import conv_backward, conv_forward
+from .convpool import conv_pool_backward, conv_pool_forward
 from .subpixel import subpixel_backward, subpixel_forward
 
 
@@ -36,6 +37,12 @@ class Op:
 
     def _relu(self):
         return ", relu" if getattr(self, "relu", False) else ""
+
+    def infer(self, x):
+        """The forward pass for inference: the same output, nothing kept for backward."""
+        y = self.forward(x)
+        self._cache = None
+        return y
 
     def replica(self):
         """A copy sharing the parameter arrays, with its own cache and gradients."""
@@ -101,31 +108,70 @@ class Conv(Op):
 
 
 class SubPixelConv(Op):
-    """Nearest x2 upsample + 3x3 'same' conv (+ ReLU) as a sub-pixel convolution."""
+    """Nearest x2 upsample + 3x3 'same' conv (+ ReLU) as a sub-pixel convolution.
 
-    def __init__(self, upsample, conv, keys, relu=False, input_grad=True):
+    ``window``: the backward as one stride-2 4x4 im2col of dy (rule ``window_grad``).
+    """
+
+    def __init__(self, upsample, conv, keys, relu=False, input_grad=True, window=True):
         super().__init__([upsample, conv], keys, input_grad)
         self.relu = relu
+        self.window = window
 
     def __repr__(self):
         conv = self.layers[1]
-        return f"SubPixelConv(x2, {conv.in_channels}->{conv.out_channels}, 3x3{self._relu()})"
+        window = ", window_grad" if self.window else ""
+        return (f"SubPixelConv(x2, {conv.in_channels}->{conv.out_channels}, "
+                f"3x3{self._relu()}{window})")
 
     def forward(self, x):
         """x : (N, H, W, C) -> y : (N, 2H, 2W, O)"""
-        y = subpixel_forward(x, self.params["W"], self.params["b"])
-        if self.relu:
-            relu_(y)
+        y = subpixel_forward(x, self.params["W"], self.params["b"], relu=self.relu)
         self._cache = (x, y if self.relu else None)
         return y
 
     def backward(self, dout):
         """dout : (N, 2H, 2W, O) -> dx : (N, H, W, C) or None"""
         x, y = self._cached()
-        d = relu_backward(dout, y) if self.relu else dout
-        dW, dx = subpixel_backward(x, d, self.params["W"], self.input_grad)
-        self.grads = {"W": dW, "b": d.reshape(-1, d.shape[-1]).sum(axis=0)}
+        dW, db, dx = subpixel_backward(x, dout, self.params["W"], y, self.input_grad,
+                                       window=self.window)
+        self.grads = {"W": dW, "b": db}
         return dx
+
+
+class ConvPool(Op):
+    """A model's first conv and the 2x2 max-pool after it, with no dx (rule ``conv_pool``).
+
+    Made by :func:`~scratchae.fast.compile` from a ``Conv`` and a ``MaxPool``
+    op; see :mod:`scratchae.fast.convpool` for the identity.
+    """
+
+    def __init__(self, conv_op, pool_op):
+        super().__init__([conv_op.layers[0], pool_op.layers[0]], conv_op.keys, input_grad=False)
+        self.relu = conv_op.relu or pool_op.relu  # relu(pool(y)) = pool(relu(y))
+
+    def __repr__(self):
+        conv = self.layers[0]
+        (kh, kw) = conv.kernel_size
+        return (f"ConvPool({conv.in_channels}->{conv.out_channels}, {kh}x{kw}, "
+                f"padding={conv.padding!r}, pool 2x2{self._relu()})")
+
+    def forward(self, x):
+        """x : (N, H, W, C) -> z : (N, OH // 2, OW // 2, O)"""
+        pads = self.layers[0].pads(*x.shape[1:3])
+        W4 = self.params["W"].transpose(2, 3, 1, 0)
+        z, winners = conv_pool_forward(x, W4, self.params["b"], pads, self.relu)
+        self._cache = (x, z if self.relu else None, winners, pads)
+        return z
+
+    def backward(self, dout):
+        """dout : (N, OH // 2, OW // 2, O) -> None (a first layer computes no dx)"""
+        x, z, winners, pads = self._cached()
+        xp = backend.get_array_module(dout)
+        W = self.params["W"]
+        dW4, db = conv_pool_backward(x, dout, W.transpose(2, 3, 1, 0), pads, z, winners)
+        self.grads = {"W": xp.ascontiguousarray(dW4.transpose(3, 2, 0, 1)), "b": db}
+        return None
 
 
 class MaxPool(Op):
@@ -146,12 +192,11 @@ class MaxPool(Op):
     def __repr__(self):
         return f"MaxPool(2x2, padding={self.layers[0].padding!r}{self._relu()})"
 
-    def forward(self, x):
-        """x : (N, H, W, C) -> y : (N, OH, OW, C)"""
+    def _corners(self, x):
+        """The four corners of every 2x2 window, as strided views (N, OH, OW, C)."""
         xp = backend.get_array_module(x)
-        pool = self.layers[0]
         n, h, w, c = x.shape
-        pads = pool.pads(h, w)
+        pads = self.layers[0].pads(h, w)
         (top_pad, bottom), (left_pad, right) = pads
         oh, ow = conv_output_size((h, w), (2, 2), (2, 2), pads)
         if top_pad or bottom or left_pad or right:  # 'same' with an odd size: pad with -inf
@@ -159,7 +204,13 @@ class MaxPool(Op):
             x_pad[:, top_pad:top_pad + h, left_pad:left_pad + w] = x
         else:  # 'valid': an odd last row/column belongs to no window
             x_pad = x[:, :2 * oh, :2 * ow]
-        c0, c1, c2, c3 = (x_pad[:, p::2, q::2] for p in range(2) for q in range(2))
+        return [x_pad[:, p::2, q::2] for p in range(2) for q in range(2)]
+
+    def forward(self, x):
+        """x : (N, H, W, C) -> y : (N, OH, OW, C)"""
+        xp = backend.get_array_module(x)
+        (top_pad, _), (left_pad, _) = self.layers[0].pads(*x.shape[1:3])
+        c0, c1, c2, c3 = self._corners(x)
         # the winner, in two rounds: the max of each row pair, then of the two;
         # strict ">" keeps the first corner on a tie, as the textbook argmax does
         right_top, right_bottom = c1 > c0, c3 > c2  # (N, OH, OW, C) each
@@ -172,6 +223,15 @@ class MaxPool(Op):
         self._cache = ((right_top, right_bottom, lower), y if self.relu else None, x.shape,
                        (top_pad, left_pad))
         return y
+
+    def infer(self, x):
+        """The pooled maximum (and ReLU) only: no winners recorded for a backward pass."""
+        xp = backend.get_array_module(x)
+        c0, c1, c2, c3 = self._corners(x)
+        y = xp.maximum(c0, c1)
+        xp.maximum(y, c2, out=y)
+        xp.maximum(y, c3, out=y)
+        return relu_(y) if self.relu else y
 
     def backward(self, dout):
         """dout : (N, OH, OW, C) -> dx : (N, H, W, C)"""

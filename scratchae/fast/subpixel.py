@@ -36,24 +36,37 @@ from (``dW = A^T dK A``).
 import numpy as np
 
 from .. import backend
-from .conv import conv_backward, conv_forward
+from ..layers.conv import window_view
+from .conv import batch_chunks, conv_backward, im2col, workspace
 
 #: A[a, p, u] = 1 when tap u of the 3x3 kernel lands on row p of the 2x2
 #: phase kernel of phase a.
 TAPS = np.array([[[1, 0, 0], [0, 1, 1]],
                  [[1, 1, 0], [0, 0, 1]]])
 
+#: B[r, u] = 1 when tap u of the 3x3 kernel carries input pixel i to row
+#: 2i - 1 + r of the output (r = 0..3): the 4x4 block that pixel reaches.
+WINDOW_TAPS = np.array([[0, 0, 1], [0, 1, 1], [1, 1, 0], [1, 0, 0]])
+
+#: The same sums as matrices, one row per tap of the new kernel and one
+#: column per 3x3 tap (u, v), so that building a kernel from W, and folding
+#: a gradient back onto W, are each one small GEMM:
+#: PHASE_SUMS[(p, q, a, b), (u, v)] = A[a, p, u] A[b, q, v],
+#: WINDOW_SUMS[(r, s), (u, v)] = B[r, u] B[s, v].
+PHASE_SUMS = np.einsum("apu,bqv->pqabuv", TAPS, TAPS).reshape(16, 9)
+WINDOW_SUMS = np.einsum("ru,sv->rsuv", WINDOW_TAPS, WINDOW_TAPS).reshape(16, 9)
+
 PADS = ((1, 1), (1, 1))  # the 2x2 phase convolution reads the input padded by 1
 
-_TAPS_ON_DEVICE = {}
+_ON_DEVICE = {}
 
 
-def _taps(xp, dtype):
-    """:data:`TAPS` in ``xp`` (NumPy or CuPy) and ``dtype``, uploaded once per library."""
-    key = (id(xp), np.dtype(dtype).str)
-    if key not in _TAPS_ON_DEVICE or _TAPS_ON_DEVICE[key][0] is not xp:
-        _TAPS_ON_DEVICE[key] = (xp, xp.asarray(TAPS, dtype=dtype))
-    return _TAPS_ON_DEVICE[key][1]
+def _table(xp, dtype, table):
+    """A constant table in ``xp`` (NumPy or CuPy) and ``dtype``, uploaded once per library."""
+    key = (id(xp), np.dtype(dtype).str, id(table))
+    if key not in _ON_DEVICE or _ON_DEVICE[key][0] is not xp:
+        _ON_DEVICE[key] = (xp, xp.asarray(table, dtype=dtype))
+    return _ON_DEVICE[key][1]
 
 
 def phase_kernels(W):
@@ -69,10 +82,10 @@ def phase_kernels(W):
         ``K[p, q, c, (a*2 + b)*O + o]``: tap (p, q) of phase (a, b)'s kernel.
     """
     xp = backend.get_array_module(W)
-    A = _taps(xp, W.dtype)
     o, c = W.shape[:2]
-    K = xp.einsum("apu,bqv,ocuv->pqcabo", A, A, W)  # (2, 2, C, 2, 2, O)
-    return K.reshape(2, 2, c, 4 * o)
+    K = W.reshape(o * c, 9) @ _table(xp, W.dtype, PHASE_SUMS).T  # (O*C, 16): the tap sums
+    K = K.reshape(o, c, 2, 2, 2, 2).transpose(2, 3, 1, 4, 5, 0)  # (p, q, C, a, b, O)
+    return xp.ascontiguousarray(K).reshape(2, 2, c, 4 * o)
 
 
 def fold_phase_gradient(dK, out_channels):
@@ -94,56 +107,140 @@ def fold_phase_gradient(dK, out_channels):
     dW : ndarray, shape (O, C, 3, 3)
     """
     xp = backend.get_array_module(dK)
-    A = _taps(xp, dK.dtype)
-    c = dK.shape[2]
-    return xp.einsum("apu,bqv,pqcabo->ocuv", A, A, dK.reshape(2, 2, c, 2, 2, out_channels))
+    c, o = dK.shape[2], out_channels
+    dK = dK.reshape(2, 2, c, 2, 2, o).transpose(5, 2, 0, 1, 3, 4).reshape(o * c, 16)
+    return (dK @ _table(xp, dK.dtype, PHASE_SUMS)).reshape(o, c, 3, 3)
 
 
-def subpixel_forward(x, W, bias):
-    """Nearest x2 upsample, then 3x3 'same' conv plus bias, as four 2x2 phase convolutions.
+def subpixel_forward(x, W, bias, relu=False):
+    """Nearest x2 upsample, 3x3 'same' conv, bias (and ReLU), as four 2x2 phase convolutions.
+
+    A slice of the batch at a time (:func:`~scratchae.fast.conv.batch_chunks`):
+    im2col, one GEMM into a reused scratch ``Z``, and the phases put in
+    place with the bias (and the ReLU) while that slice is still in the cache.
 
     Parameters
     ----------
     x : ndarray, shape (N, H, W, C), C-contiguous
     W : ndarray, shape (O, C, 3, 3)
     bias : ndarray, shape (O,)
+    relu : bool
+        Apply a ReLU to the result, in place.
 
     Returns
     -------
-    y : ndarray, shape (N, 2H, 2W, O)
+    y : ndarray, shape (N, 2H, 2W, O), a new C-contiguous array
     """
     xp = backend.get_array_module(x)
-    n, h, w, _ = x.shape
+    n, h, w, c = x.shape
     o = W.shape[0]
-    Z = conv_forward(x, phase_kernels(W), PADS)        # (N, H+1, W+1, 4*O)
-    Z = Z.reshape(n, h + 1, w + 1, 2, 2, o)
+    K = phase_kernels(W).reshape(4 * c, 4 * o)             # (2*2*C, 4*O)
     y = xp.empty((n, h, 2, w, 2, o), dtype=x.dtype)    # (N, 2H, 2W, O), rows and columns split
-    for a in range(2):
-        for b in range(2):  # each phase to its pixels, the bias added on the way
-            xp.add(Z[:, a:a + h, b:b + w, a, b], bias, out=y[:, :, a, :, b])
+    for part in batch_chunks(x, (h + 1) * (w + 1) * 4 * c):
+        cols = im2col(x[part], (2, 2), PADS)               # (N'*(H+1)*(W+1), 4*C)
+        Z = workspace("phases", (cols.shape[0], 4 * o), x)
+        xp.matmul(cols, K, out=Z)                          # the GEMM: all four phases at once
+        Z = Z.reshape(-1, h + 1, w + 1, 2, 2, o)
+        y_part = y[part]
+        for a in range(2):
+            for b in range(2):  # each phase to its pixels, the bias added on the way
+                xp.add(Z[:, a:a + h, b:b + w, a, b], bias, out=y_part[:, :, a, :, b])
+        if relu:
+            xp.maximum(y_part, 0, out=y_part)
     return y.reshape(n, 2 * h, 2 * w, o)
 
 
-def subpixel_backward(x, d, W, input_grad=True):
-    """dL/dW (and dL/dx) of :func:`subpixel_forward`.
+def window_kernel(W):
+    """The 4x4 kernel through which each input pixel's gradient collects its 4x4 block of dy.
 
     Parameters
     ----------
-    x : ndarray, shape (N, H, W, C)
-    d : ndarray, shape (N, 2H, 2W, O), dL/dy
     W : ndarray, shape (O, C, 3, 3)
+
+    Returns
+    -------
+    K4 : ndarray, shape (4*4*O, C)
+        ``K4[(r, s, o), c] = sum_{u, v} B[r, u] B[s, v] W[o, c, u, v]``.
+    """
+    xp = backend.get_array_module(W)
+    o, c = W.shape[:2]
+    K4 = W.reshape(o * c, 9) @ _table(xp, W.dtype, WINDOW_SUMS).T  # (O*C, 16): the tap sums
+    return xp.ascontiguousarray(K4.T.reshape(16, o, c)).reshape(16 * o, c)
+
+
+def subpixel_backward(x, dout, W, y=None, input_grad=True, window=True):
+    """dL/dW, dL/db (and dL/dx) of :func:`subpixel_forward`.
+
+    Input pixel (u, v) became the 2x2 block (2u.., 2v..) of the upsampled
+    image, which the 3x3 conv spread over the 4x4 block of rows 2u-1..2u+2
+    and columns 2v-1..2v+2 of y. So dx is a 4x4 convolution **with stride 2**
+    of dy padded by 1, with the kernel :func:`window_kernel`; the im2col of
+    that convolution, one copy of strided windows of dy, gives dx and dW::
+
+        dcols = im2col(pad(dy, 1), 4x4, stride 2)     (N*H*W, 4*4*O)
+        dL/dx  = dcols @ K4                           (N*H*W, C)
+        dL/dK4 = dcols.T @ x                          (4*4*O, C), folded back to 3x3
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, H, W, C), the forward input
+    dout : ndarray, shape (N, 2H, 2W, O), dL/dy
+    W : ndarray, shape (O, C, 3, 3)
+    y : ndarray, shape (N, 2H, 2W, O), optional
+        The forward output when a ReLU was applied: dL/dz = dout * (y > 0).
     input_grad : bool
+    window : bool, default True
+        False: the step-by-step adjoint instead (:func:`_backward_phases`),
+        to measure what the stride-2 window gains (rule ``window_grad``).
 
     Returns
     -------
     dW : ndarray, shape (O, C, 3, 3)
+    db : ndarray, shape (O,)
     dx : ndarray, shape (N, H, W, C), or None
     """
-    xp = backend.get_array_module(d)
+    if not window:
+        return _backward_phases(x, dout, W, y, input_grad)
+    xp = backend.get_array_module(dout)
+    n, h, w, c = x.shape
+    o = W.shape[0]
+    K4 = window_kernel(W)
+    dK4 = xp.zeros((16 * o, c), dtype=dout.dtype)
+    db = xp.zeros(o, dtype=dout.dtype)
+    dx = xp.empty((n, h, w, c), dtype=dout.dtype) if input_grad else None
+    for part in batch_chunks(x, h * w * 16 * o):
+        d_pad = workspace("pad", (part.stop - part.start, 2 * h + 2, 2 * w + 2, o), dout)
+        d_pad[:, 0] = 0  # a border of zeros, then dL/dz (dout, masked by the ReLU) inside
+        d_pad[:, -1] = 0
+        d_pad[:, 1:-1, 0] = 0
+        d_pad[:, 1:-1, -1] = 0
+        d = d_pad[:, 1:-1, 1:-1]
+        if y is None:
+            xp.copyto(d, dout[part])
+        else:
+            xp.multiply(dout[part], y[part] > 0, out=d)  # dL/dz = dout where relu passed z
+        db += d.sum(axis=(0, 1, 2))                      # dL/db: (O,)
+        windows = window_view(d_pad, (4, 4), (2, 2))     # (N', H, W, 4, 4, O): a view
+        dcols = workspace("cols", (windows.shape[0] * h * w, 16 * o), dout)
+        xp.copyto(dcols.reshape(windows.shape), windows)  # runs of 4*O numbers
+        dK4 += dcols.T @ x[part].reshape(-1, c)           # dL/dK4 = dcols.T @ x: (16*O, C)
+        if input_grad:
+            xp.matmul(dcols, K4, out=dx[part].reshape(-1, c))  # dL/dx = dcols @ K4: (N'*H*W, C)
+    # each 3x3 tap was added into several 4x4 taps: its gradient sums theirs,
+    # dW[o, c, u, v] = sum_{r, s} B[r, u] B[s, v] dK4[(r, s, o), c]
+    dW = _table(xp, dout.dtype, WINDOW_SUMS).T @ dK4.reshape(16, o * c)  # (9, O*C)
+    return xp.ascontiguousarray(dW.T).reshape(o, c, 3, 3), db, dx
+
+
+def _backward_phases(x, dout, W, y, input_grad):
+    """The adjoint of :func:`subpixel_forward` step by step: dy scattered back onto
+    the phases (``dZ``, the unused border entries 0), the 2x2 convolution's
+    backward, then each phase tap's gradient summed onto the 3x3 taps
+    (``dW = A^T dK A``)."""
+    xp = backend.get_array_module(dout)
     n, h, w, _ = x.shape
     o = W.shape[0]
-    # the adjoint of the phase shuffle: each output pixel's gradient goes back
-    # to the one phase entry it was copied from; the unused entries get 0
+    d = dout if y is None else dout * (y > 0)
     dZ = xp.zeros((n, h + 1, w + 1, 2, 2, o), dtype=d.dtype)
     d6 = d.reshape(n, h, 2, w, 2, o)
     for a in range(2):
@@ -151,4 +248,4 @@ def subpixel_backward(x, d, W, input_grad=True):
             dZ[:, a:a + h, b:b + w, a, b] = d6[:, :, a, :, b]
     dK, dx = conv_backward(x, dZ.reshape(n, h + 1, w + 1, 4 * o), phase_kernels(W), PADS,
                            input_grad)
-    return fold_phase_gradient(dK, o), dx
+    return fold_phase_gradient(dK, o), d.reshape(-1, o).sum(axis=0), dx
