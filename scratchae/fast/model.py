@@ -4,25 +4,27 @@ The rewrite walks the layer list once, left to right, and at each position
 applies the first rule that matches (each rule is one identity; see
 ``docs/fast.md`` for the derivations and the measured gains):
 
-===========  ==================================  ====================================
-rule         textbook layers                     fast op
-===========  ==================================  ====================================
-subpixel     Upsample2D (x2) + Conv2D 3x3        ``SubPixelConv``: four 2x2 phase
-             'same' [+ ReLU]                     convolutions of the small input
-window_grad  (inside ``SubPixelConv``)           its backward as one stride-2 4x4
-                                                 im2col of dy
-conv         Conv2D (stride 1) [+ ReLU]          ``Conv``: multiply-first when O < C,
-                                                 flipped-kernel dx, im2col slices
-relu_pool    ReLU + MaxPool2D (2x2, stride 2)    ``MaxPool(relu=True)``: pool first,
-                                                 ReLU on 4x fewer values
-maxpool      MaxPool2D (2x2, stride 2)           ``MaxPool``: four corners, channels-last
-fused_relu   ... + ReLU                          bias and ReLU in place on the op's output
-dense        Dense [+ ReLU]                      ``Dense``
-upsample     Upsample2D (other sizes)            ``Upsample``, index arrays kept on
-                                                 the device
-reshape      Flatten, Reshape((C, H, W))         ``Flatten``, ``Reshape``
-             anything else                       ``Textbook``: the layer as written
-===========  ==================================  ====================================
+=============  ==================================  ====================================
+rule           textbook layers                     fast op
+=============  ==================================  ====================================
+subpixel       Upsample2D (x2) + Conv2D 3x3        ``SubPixelConv``: four 2x2 phase
+               'same' [+ ReLU]                     convolutions of the small input
+window_grad    (inside ``SubPixelConv``)           its backward as one stride-2 4x4
+                                                   im2col of dy
+conv           Conv2D (stride 1) [+ ReLU]          ``Conv``: multiply-first when O < C,
+                                                   flipped-kernel dx, im2col slices
+relu_pool      ReLU + MaxPool2D (2x2, stride 2)    ``MaxPool(relu=True)``: pool first,
+                                                   ReLU on 4x fewer values
+maxpool        MaxPool2D (2x2, stride 2)           ``MaxPool``: four corners, channels-last
+fused_relu     ... + ReLU                          bias and ReLU in place on the op's output
+fused_sigmoid  Dense + Sigmoid                     the sigmoid in place on the op's
+                                                   output, as 1/2 + tanh(x/2)/2
+dense          Dense [+ ReLU]                      ``Dense``
+upsample       Upsample2D (other sizes)            ``Upsample``, index arrays kept on
+                                                   the device
+reshape        Flatten, Reshape((C, H, W))         ``Flatten``, ``Reshape``
+               anything else                       ``Textbook``: the layer as written
+=============  ==================================  ====================================
 
 and two rules about the whole model: the first op with parameters skips
 dL/dx (training needs no gradient for the input images; with ``conv_pool``,
@@ -38,7 +40,7 @@ and a checkpoint is the same whichever trained it.
 """
 
 from .. import backend
-from ..layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU, Reshape, Upsample2D
+from ..layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU, Reshape, Sigmoid, Upsample2D
 from ..models import Sequential, check_dout, sum_gradients
 from . import ops
 from .parallel import (
@@ -92,7 +94,7 @@ def _pools_whole(built, first, shapes, layers):
 #: The rewrite rules, by name: ``compile(model, rules=...)`` can leave some out
 #: (to measure what each one gains, ``benchmarks/throughput.py --without``).
 RULES = ("subpixel", "window_grad", "conv", "maxpool", "relu_pool", "fused_relu", "dense",
-         "upsample", "reshape", "conv_pool")
+         "upsample", "reshape", "conv_pool", "fused_sigmoid")
 
 
 def _rewrite(layers, i, shape, rules):
@@ -117,7 +119,9 @@ def _rewrite(layers, i, shape, rules):
     if "maxpool" in rules and _is_fast_pool(layer):
         return ops.MaxPool(layer), 1
     if "dense" in rules and isinstance(layer, Dense):
-        return ops.Dense(layer, _keys(i, layer), relu=relu_next), 1 + relu_next
+        sigmoid_next = "fused_sigmoid" in rules and isinstance(after[0], Sigmoid)
+        return (ops.Dense(layer, _keys(i, layer), relu=relu_next, sigmoid=sigmoid_next),
+                1 + relu_next + sigmoid_next)
     if "upsample" in rules and isinstance(layer, Upsample2D):
         return ops.Upsample(layer), 1
     if "reshape" in rules and isinstance(layer, Flatten) and shape is not None and len(shape) == 4:
