@@ -283,7 +283,7 @@ class Recipe:
     finetune_epochs: int = 40
     finetune_lr: float = 1e-3
     finetune_schedule: str = "cosine"
-    finetune_noise: float = 0.2
+    finetune_noise: float = 0.1
     batch_size: int = 128
 
     def __post_init__(self):
