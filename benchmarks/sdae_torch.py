@@ -16,7 +16,7 @@ trained in two stages:
    trained, on the clean training images.
 2. **Fine-tuning**: the three encoders stacked under a softmax layer, softmax
    cross-entropy (mean over the batch) on the labels, with masking noise
-   ``--finetune-corruption`` on the input images (the denoising criterion kept
+   ``--finetune-noise`` on the input images (the denoising criterion kept
    as a regulariser) and the learning rate decayed to 0 along a cosine, step
    by step: ``lr_t = lr * (1 + cos(pi * t / T)) / 2``, ``t`` the 0-based
    index of the update, ``T`` the number of updates of the stage.
@@ -68,7 +68,7 @@ Options: ``--seed`` (0), ``--hidden`` (1000,1000,1000), ``--corruption``
 (0.1,0.2,0.3: one value for every layer or one per layer),
 ``--pretrain-epochs`` (10 per layer), ``--finetune-epochs`` (40),
 ``--batch-size`` (128, both stages), ``--pretrain-lr`` (1e-3),
-``--finetune-lr`` (1e-3, the start of the cosine), ``--finetune-corruption``
+``--finetune-lr`` (1e-3, the start of the cosine), ``--finetune-noise``
 (0.1), ``--no-pretrain``, ``--train-size`` (the first N of the 50,000
 training digits; the validation split stays whole), ``--threads`` (2).
 
@@ -112,7 +112,7 @@ def arg_int_list(text):
 
 
 def arg_corruption(text):
-    """``--finetune-corruption``: one masking probability in [0, 1)."""
+    """``--finetune-noise``: one masking probability in [0, 1)."""
     try:
         value = float(text)
     except ValueError:
@@ -235,7 +235,7 @@ def main(argv=None):
     parser.add_argument("--finetune-lr", type=arg_positive_float, default=1e-3,
                         help="Adam's initial learning rate in fine-tuning, decayed to 0 "
                              "along a cosine (default 1e-3)")
-    parser.add_argument("--finetune-corruption", type=arg_corruption, default=0.1,
+    parser.add_argument("--finetune-noise", type=arg_corruption, default=0.1,
                         help="masking probability on the images in fine-tuning (default 0.1)")
     parser.add_argument("--no-pretrain", action="store_true",
                         help="fine-tune from the random init (what pretraining buys)")
@@ -320,7 +320,7 @@ def main(argv=None):
             for group in optimizer.param_groups:
                 group["lr"] = lr
             index = torch.from_numpy(index)
-            x = mask(torch, train_x[index], args.finetune_corruption, noise_rng)
+            x = mask(torch, train_x[index], args.finetune_noise, noise_rng)
             loss = F.cross_entropy(logits_of(x), train_y[index])  # mean over the batch
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
