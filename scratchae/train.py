@@ -260,8 +260,7 @@ class Trainer:
         self.net = (fast_path.compile(model, workers=workers) if fast
                     else fast_path.compile(model, workers=workers, rules=()) if workers > 1
                     else model)
-        self.optimizer = (fast_path.Adam(model.parameters(), lr=lr, workers=workers) if fast
-                          else Adam(model.parameters(), lr=lr))
+        self.optimizer = (fast_path.Adam if fast else Adam)(model.parameters(), lr=lr)
         self.noise, self.checkpoint, self.progress, self.log = noise, checkpoint, progress, log
         self.shuffle_rng = np.random.default_rng([*self._seed_key(), 1])
         self.noise_rng = np.random.default_rng([*self._seed_key(), 2])

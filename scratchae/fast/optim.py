@@ -11,44 +11,19 @@ floats, on CuPy one fused kernel per parameter.
 import math
 
 from .. import backend, optim
-from .parallel import Workers, check_workers
 
 #: Clear Adam's subnormal first moments every this many steps (NumPy).
 FLUSH_EVERY = 16
-#: A parameter is shared between threads only if each gets this many entries.
-ADAM_MIN_SHARE = 65536
 
 
 class Adam(optim.Adam):
-    """:class:`scratchae.optim.Adam` with the update done in place (same arguments, same state).
+    """:class:`scratchae.optim.Adam` with the update done in place (same arguments, same state)."""
 
-    Parameters
-    ----------
-    params, lr, betas, eps
-        As for :class:`scratchae.optim.Adam`.
-    workers : int, default 1
-        Threads that share the update on the CPU (NumPy releases the GIL in
-        its element-wise loops): each parameter of more than
-        ``workers * ADAM_MIN_SHARE`` entries is cut into that many pieces.
-        Every entry's update depends on that entry only, so the result is
-        the same, bit for bit.
-    """
-
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, workers=1):
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
         super().__init__(params, lr=lr, betas=betas, eps=eps)
-        self.workers = check_workers(workers, "fast.Adam")
-        # each thread's share: (parameter index, flat slice) pieces, and its own scratch block
-        shares = [[] for _ in range(self.workers)]
-        for i, p in enumerate(self.params):
-            parts = self.workers if p.size >= self.workers * ADAM_MIN_SHARE else 1
-            bounds = [p.size * k // parts for k in range(parts + 1)]
-            for k in range(parts):
-                shares[(i + k) % self.workers].append((i, slice(bounds[k], bounds[k + 1])))
-        self._shares = [share for share in shares if share]
-        self._scratch = [backend.get_array_module(p).empty(
+        # one scratch block, reused by every parameter (adam_update works block by block)
+        self._scratch = backend.get_array_module(self.params[0]).empty(
             min(max(p.size for p in self.params), backend.ADAM_BLOCK), self.params[0].dtype)
-            for _ in self._shares]
-        self._pool = Workers(len(self._shares)) if len(self._shares) > 1 else None
 
     def step(self, grads):
         """Apply one update; ``grads`` lists ``dL/dp`` in the order of ``params``."""
@@ -64,15 +39,6 @@ class Adam(optim.Adam):
         # to appear; clearing them every FLUSH_EVERY steps costs 3 of 15 passes
         # only that often.
         flush = self.t % FLUSH_EVERY == 0
-        arrays = list(zip(self.params, grads, self.m, self.v))
-
-        def update(k, share):
-            for i, part in share:
-                p, g, m, v = (a.reshape(-1)[part] for a in arrays[i])
-                scratch = self._scratch[k].astype(p.dtype, copy=False)
-                backend.adam_update(p, g, m, v, lr_t, b1, b2, eps_t, scratch, flush=flush)
-
-        if self._pool is None:
-            update(0, self._shares[0])
-        else:
-            self._pool.map(update, self._shares)
+        for p, g, m, v in zip(self.params, grads, self.m, self.v):
+            scratch = self._scratch.astype(p.dtype, copy=False)
+            backend.adam_update(p, g, m, v, lr_t, b1, b2, eps_t, scratch, flush=flush)
