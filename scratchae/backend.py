@@ -179,7 +179,11 @@ def adam_update(p, g, m, v, lr_t, b1, b2, eps_t, scratch=None, flush=True):
     ``lr_t = lr sqrt(1 - b2^t) / (1 - b1^t)`` and ``eps_t = eps sqrt(1 - b2^t)``
     this is the same update.) On CuPy it is one fused kernel, one launch per
     parameter instead of about fifteen; on NumPy twelve in-place operations
-    through ``scratch`` that allocate nothing.
+    through ``scratch`` that allocate nothing, block by block: each entry's
+    update depends on that entry alone, so the arrays can be cut into
+    blocks of :data:`ADAM_BLOCK` entries that fit in the CPU's cache, and
+    the twelve passes over a block read memory once instead of twelve
+    times (a 2.8-million-parameter network: 12 -> 6.7 ms per step).
 
     Parameters
     ----------
@@ -187,7 +191,8 @@ def adam_update(p, g, m, v, lr_t, b1, b2, eps_t, scratch=None, flush=True):
         Parameter, gradient, first and second moments; ``p``, ``m``, ``v``
         are updated in place.
     lr_t, b1, b2, eps_t : float
-    scratch : ndarray, shape of ``p``, optional (NumPy only)
+    scratch : ndarray, optional (NumPy only)
+        At least ``min(p.size, ADAM_BLOCK)`` entries of ``p``'s dtype.
     flush : bool, default True
         Also :func:`flush_subnormals` of ``m`` (NumPy only).
     """
@@ -198,7 +203,15 @@ def adam_update(p, g, m, v, lr_t, b1, b2, eps_t, scratch=None, flush=True):
         _cupy_adam_kernel()(g, scalar(lr_t), scalar(b1), scalar(1 - b1), scalar(b2),
                             scalar(1 - b2), scalar(eps_t), p, m, v)
         return
-    tmp = np.empty_like(p) if scratch is None else scratch
+    if p.size > ADAM_BLOCK:  # block by block: every pass over a block stays in the cache
+        flat = [a.reshape(-1) for a in (p, g, m, v)]  # views: p, m, v are updated in place
+        tmp = np.empty(ADAM_BLOCK, p.dtype) if scratch is None else scratch.reshape(-1)
+        for start in range(0, p.size, ADAM_BLOCK):
+            part = slice(start, start + ADAM_BLOCK)
+            adam_update(*(a[part] for a in flat), lr_t, b1, b2, eps_t,
+                        tmp[:len(flat[0][part])], flush)
+        return
+    tmp = np.empty_like(p) if scratch is None else scratch.reshape(-1)[:p.size].reshape(p.shape)
     np.subtract(g, m, out=tmp)
     tmp *= 1 - b1
     m += tmp  # m = b1 m + (1 - b1) g
@@ -228,6 +241,12 @@ def flush_subnormals(m, scratch):
     np.greater_equal(scratch, 2 * np.finfo(m.dtype).tiny, out=scratch)  # 1.0 keep, 0.0 drop
     m *= scratch
 
+
+#: Entries per block of the NumPy Adam update (128 KiB of float32: the seven
+#: block-sized arrays in flight fit in a 1 MiB L2 cache). Measured on a
+#: 2.8-million-parameter network, one thread: 8192 -> 8.6 ms, 32768 -> 6.7 ms,
+#: 131072 -> 6.8 ms, unblocked 12.1 ms.
+ADAM_BLOCK = 32768
 
 _ADAM_KERNEL = None
 

@@ -8,7 +8,9 @@ A checkpoint is a NumPy ``.npz`` archive of named host arrays:
 * one array per parameter, keyed like ``model.params`` (``"0.W"``, ``"0.b"``...);
 * for a training checkpoint, ``train/...`` arrays: the loop's position and
   history as JSON (``train/meta``), the epoch's shuffled order
-  (``train/perm``) and Adam's moments (``train/adam_m.<i>``, ``train/adam_v.<i>``).
+  (``train/perm``), Adam's moments (``train/adam_m.<i>``, ``train/adam_v.<i>``)
+  and, when the trainer keeps its best epoch, that epoch's parameters
+  (``train/best.<i>``).
 
 Whichever path trained a model (the textbook layers or :mod:`scratchae.fast`,
 which share the same parameter arrays), the checkpoint is the same.
@@ -191,13 +193,19 @@ def save_training(trainer, path):
         "seed": trainer.seed, "batch_size": trainer.batch_size, "history": trainer.history,
         "shuffle_rng": trainer.shuffle_rng.bit_generator.state,
         "noise_rng": trainer.noise_rng.bit_generator.state,
+        "noise": noise_name(trainer.noise),
     }
     model_rng = getattr(trainer.model, "rng", None)  # e.g. a VAE's sampler
     if model_rng is not None:
         meta["model_rng"] = model_rng.bit_generator.state
     opt = trainer.optimizer.state_dict()
     meta["adam_t"], meta["lr"] = opt["t"], opt["lr"]
+    best = trainer.best
+    if best is not None:
+        meta["best_epoch"], meta["best_value"] = best["epoch"], best["value"]
     arrays = {TRAIN_PREFIX + "meta": np.array(json.dumps(meta))}
+    for i, p in enumerate(best["params"] if best is not None else []):
+        arrays[f"{TRAIN_PREFIX}best.{i}"] = backend.to_numpy(p)
     if trainer.perm is not None:
         arrays[TRAIN_PREFIX + "perm"] = backend.to_numpy(trainer.perm)
     for i, (m, v) in enumerate(zip(opt["m"], opt["v"])):
@@ -205,6 +213,25 @@ def save_training(trainer, path):
         arrays[f"{TRAIN_PREFIX}adam_v.{i}"] = backend.to_numpy(v)
     save_npz(path, {ARCHITECTURE: np.array(trainer.model.architecture()),
                     **weights(trainer.model), **arrays})
+
+
+def read_history(path):
+    """The per-epoch history saved in a training checkpoint (``{}`` if it holds none).
+
+    For figures that compare runs: e.g. ``read_history(path)["error"]``.
+    """
+    meta = load_npz(path).get(TRAIN_PREFIX + "meta")
+    if meta is None:
+        return {}
+    try:
+        return dict(json.loads(str(meta))["history"])
+    except (ValueError, TypeError, KeyError):
+        raise ValueError(f"{path}: damaged training state (history)") from None
+
+
+def noise_name(noise):
+    """How a checkpoint names a trainer's noise: ``"mask(0.1)"``, ``"none"``."""
+    return "none" if noise is None else getattr(noise, "__name__", repr(noise))
 
 
 def _rng(state):
@@ -244,6 +271,9 @@ def resume_training(trainer, path):
         epoch, step, loss_sum = int(meta["epoch"]), int(meta["step"]), float(meta["loss_sum"])
         batch_size, seed, history = meta["batch_size"], meta["seed"], meta["history"]
         adam_t = meta["adam_t"]
+        if isinstance(seed, list):  # a (seed, stage) key, a list once through JSON
+            seed = tuple(seed)
+        best_epoch, best_value = meta.get("best_epoch"), meta.get("best_value")
         rngs = [_rng(meta["shuffle_rng"]), _rng(meta["noise_rng"])]  # tried on spares first
         if model_rng is not None:
             rngs.append(_rng(meta["model_rng"]))
@@ -255,15 +285,30 @@ def resume_training(trainer, path):
     if batch_size != trainer.batch_size:
         raise ValueError(f"{path}: was trained with batch size {batch_size}, "
                          f"got {trainer.batch_size}; resume with --batch-size {batch_size}")
+    saved_noise = meta.get("noise", noise_name(trainer.noise))  # older checkpoints: unchecked
+    if saved_noise != noise_name(trainer.noise):
+        raise ValueError(f"{path}: was trained with noise {saved_noise}, got "
+                         f"{noise_name(trainer.noise)}; resume with the same noise flags")
     if seed != trainer.seed:
+        flag = seed if isinstance(seed, int) else seed[0]
         raise ValueError(f"{path}: was trained with seed {seed}, got {trainer.seed}; "
-                         f"resume with --seed {seed}")
+                         f"resume with --seed {flag}")
     count = len(trainer.optimizer.m)
     keys = [f"{TRAIN_PREFIX}adam_{m}.{i}" for m in "mv" for i in range(count)]
     missing = [k for k in keys if k not in arrays]
     if missing:
         raise ValueError(f"{path}: damaged training state (lacks {', '.join(missing[:3])}), "
                          f"cannot resume")
+    best = None
+    if best_epoch is not None:
+        kept = [arrays.get(f"{TRAIN_PREFIX}best.{i}") for i in range(count)]
+        if any(a is None or a.shape != tuple(p.shape)
+               for a, p in zip(kept, trainer.model.parameters())):
+            raise ValueError(f"{path}: damaged training state (the best epoch's parameters), "
+                             f"cannot resume")
+        best = {"epoch": int(best_epoch), "value": float(best_value),
+                "params": [backend.get_array_module(p).asarray(a, dtype=p.dtype)
+                           for a, p in zip(kept, trainer.model.parameters())]}
     perm = arrays.get(TRAIN_PREFIX + "perm")
     if perm is not None and (perm.ndim != 1 or not np.issubdtype(perm.dtype, np.integer)):
         raise ValueError(f"{path}: damaged training state (bad shuffling order), cannot resume")
@@ -280,4 +325,5 @@ def resume_training(trainer, path):
     if model_rng is not None:
         trainer.model.rng.bit_generator.state = rngs[2].bit_generator.state
     trainer.perm = perm
+    trainer.best = best
     return meta

@@ -99,18 +99,34 @@ class DemoSpec:
 
 def build_parser(spec):
     """The common flags, with the demo's defaults."""
-    parser = DemoParser(
-        description=spec.description,
-        formatter_class=DemoHelpFormatter,
-    )
-    parser.add_argument("--backend", choices=backend.BACKENDS, default="numpy",
-                        help="numpy (CPU) or cupy (NVIDIA GPU)")
+    parser = demo_parser(spec.description)
     parser.add_argument("--epochs", type=arg_positive_int, default=spec.epochs,
                         help="passes over the training images")
     parser.add_argument("--batch-size", type=arg_positive_int, default=spec.batch_size,
                         help="images per training step")
     parser.add_argument("--lr", type=arg_positive_float, default=spec.lr,
                         help="Adam's learning rate")
+    add_run_flags(parser)
+    if spec.noise_factor is not None:
+        parser.add_argument("--noise", choices=tuple(NOISES), default="gaussian",
+                            help="the corruption: gaussian noise, salt-and-pepper, or masking")
+        parser.add_argument("--noise-factor", type=arg_positive_float, default=spec.noise_factor,
+                            help="gaussian: std of the noise; salt-pepper/mask: fraction of pixels")
+    if spec.extra_args:
+        spec.extra_args(parser)
+    return parser
+
+
+def demo_parser(description):
+    """An empty :class:`DemoParser` with the demos' ``--help`` format."""
+    return DemoParser(description=description, formatter_class=DemoHelpFormatter)
+
+
+def add_run_flags(parser):
+    """The flags of every demo that are not about the recipe: the backend, the data, the
+    seed, where the files go, resuming, progress, threads and the textbook path."""
+    parser.add_argument("--backend", choices=backend.BACKENDS, default="numpy",
+                        help="numpy (CPU) or cupy (NVIDIA GPU)")
     parser.add_argument("--train-size", type=arg_positive_int, default=None,
                         help="train on the first N training images only (default: all)")
     parser.add_argument("--data-dir", default=None,
@@ -129,13 +145,6 @@ def build_parser(spec):
                         help="train the textbook layers as written (scratchae.layers), not the "
                              "fast path (scratchae.fast); the same function, slower")
     parser.add_argument("--summary", action="store_true", help="print the model's summary() first")
-    if spec.noise_factor is not None:
-        parser.add_argument("--noise", choices=tuple(NOISES), default="gaussian",
-                            help="the corruption: gaussian noise, salt-and-pepper, or masking")
-        parser.add_argument("--noise-factor", type=arg_positive_float, default=spec.noise_factor,
-                            help="gaussian: std of the noise; salt-pepper/mask: fraction of pixels")
-    if spec.extra_args:
-        spec.extra_args(parser)
     return parser
 
 
@@ -362,6 +371,7 @@ def figure_digits(data, trainer, start=10, count=10):
     return [("noisy", backend.to_numpy(noisy)), ("denoised", denoised), ("clean", clean)]
 
 
-__all__ = ["DemoSpec", "DemoParser", "run_demo", "train_demo", "build_parser",
+__all__ = ["DemoSpec", "DemoParser", "run_demo", "train_demo", "build_parser", "demo_parser",
+           "add_run_flags",
            "figure_digits", "report_error",
            "report_interrupt", "resume_command", "run_guarded"]

@@ -39,6 +39,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .fileio import atomic_write
+from .validate import positive_int
 
 __all__ = [
     "MNIST",
@@ -479,6 +480,36 @@ def load_mnist(data_dir=None, *, download=True, progress=True, mirrors=MIRRORS,
               f"train / {len(sample.test_labels)} test digits. "
               f"Pass --data-dir DIR to use full MNIST.", file=sys.stderr)
     return sample
+
+
+def validation_split(images, labels, size=10_000):
+    """Hold out the last ``size`` training digits for validation (the Theano tutorial's split).
+
+    Full MNIST's 60,000 training digits become 50,000 to train on and
+    10,000 to select with (e.g. the best fine-tuning epoch); the test set is
+    then evaluated once, at the end, and never used to choose anything.
+
+    Parameters
+    ----------
+    images : ndarray, shape (N, ...)
+    labels : ndarray, shape (N,)
+    size : int
+        How many digits to hold out, 1 <= size < N.
+
+    Returns
+    -------
+    (train_images, train_labels), (valid_images, valid_labels)
+        Views of the inputs: the first ``N - size`` and the last ``size``.
+    """
+    size = positive_int(size, "validation size")
+    if len(images) != len(labels):
+        raise ValueError(f"validation_split: {len(images)} images but {len(labels)} labels")
+    if size >= len(images):
+        raise ValueError(f"a validation split of {size} digits leaves none of the "
+                         f"{len(images)} training digits to train on; use a smaller one "
+                         f"(--valid-size)")
+    cut = len(images) - size
+    return (images[:cut], labels[:cut]), (images[cut:], labels[cut:])
 
 
 # --------------------------------------------------------------------------

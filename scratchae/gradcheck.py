@@ -92,8 +92,10 @@ from . import backend, fast
 from . import layers as L
 from .layers.gaussian import GaussianKL, GaussianSampler
 from .layers.sparsity import KLSparsity, L1Activity
-from .losses import BernoulliNLL, SigmoidCrossEntropy
+from .layers.tied import TiedDense
+from .losses import BernoulliNLL, SigmoidCrossEntropy, SoftmaxCrossEntropy
 from .models import Sequential, conv_denoiser, conv_denoiser_transposed, dense_autoencoder
+from .sdae import StackedDenoisingAutoencoder
 from .sparse import sparse_autoencoder
 from .vae import vae
 
@@ -561,6 +563,12 @@ class _VAELoss:
         return {k: g * self._scale for k, g in self.model.grads.items()}
 
 
+def _tied_autoencoder(d, m, seed):
+    """Dense(d, m), Sigmoid, TiedDense: one W (d, m) used twice, in float64."""
+    encoder = L.Dense(d, m, dtype=F64, seed=seed)
+    return _biased(Sequential([encoder, L.Sigmoid(), TiedDense(encoder)], (d,)), seed)
+
+
 def _checks():
     # A layer: Check(name, TextbookClass, args=..., kwargs=..., shape=input shape, inputs=...);
     # float64 and the seed are passed to the constructors that take dtype and seed.
@@ -649,6 +657,22 @@ def _checks():
               build=lambda s: sparse_autoencoder(hidden=6, beta=3.0, weight_decay=3e-3, seed=s,
                                                  dtype=F64),
               shape=(2, 1, 28, 28), inputs="images", max_entries=20),
+    ]
+    # The stacked denoising autoencoder (scratchae/sdae.py): the tied decoder alone; a
+    # tied autoencoder whole, whose W the check perturbs where it lives (in the encoder),
+    # so each difference sees both of its uses; the softmax cross-entropy; the classifier
+    # on the fast path.
+    checks += [
+        Check("tieddense", TiedDense,
+              args=lambda s: (L.Dense(6, 4, dtype=F64, seed=s),), shape=(3, 4)),
+        Check("tieddense_autoencoder", build=lambda s: _tied_autoencoder(7, 5, s),
+              shape=(3, 7), inputs="unit"),
+        Check("softmax_cross_entropy", SoftmaxCrossEntropy, shape=(4, 10),
+              inputs="logits", targets="labels"),
+        Check("fast_sdae_classifier",
+              build=lambda s: _fast(StackedDenoisingAutoencoder((9, 5), 4, seed=s,
+                                                                dtype=F64).classifier),
+              shape=(3, 1, 28, 28), inputs="images", max_entries=20),
     ]
     # The fast path (scratchae.fast): each rewrite rule on a small stack, then the models.
     checks += [

@@ -1,6 +1,6 @@
-"""Sigmoid cross-entropy from logits, written to be numerically stable.
+"""Cross-entropies from logits, written to be numerically stable.
 
-One formula, two ways of adding it up:
+The sigmoid cross-entropy (one formula, two ways of adding it up):
 
 * :class:`SigmoidCrossEntropy`: the **mean over every pixel** (what the
   tutorial's autoencoders minimise; Keras' and PyTorch's default);
@@ -10,6 +10,10 @@ One formula, two ways of adding it up:
   (:mod:`scratchae.vae`). Next to a KL term the difference matters: a mean
   over pixels divides the reconstruction by 784 and silently weighs the KL
   784 times more (``docs/vae.md``).
+
+and, for classifiers (the stacked denoising autoencoder's fine-tuning),
+:class:`SoftmaxCrossEntropy` over K classes with integer labels, and
+:func:`error_rate`.
 """
 
 from . import backend
@@ -130,3 +134,96 @@ class BernoulliNLL(SigmoidCrossEntropy):
             raise ValueError(f"BernoulliNLL: expected a batch of images (N, ...), "
                              f"got logits of shape {tuple(x.shape)}")
         return x.dtype.type(1.0 / len(x))
+
+
+class SoftmaxCrossEntropy:
+    """Mean cross-entropy between ``softmax(logits)`` and integer class labels.
+
+    For one sample with logits ``z`` (K,) and label ``y``, ``p = softmax(z)``,
+    ``p_k = exp(z_k) / sum_j exp(z_j)``::
+
+        l = -log p_y = logsumexp(z) - z_y
+        logsumexp(z) = m + log(sum_j exp(z_j - m)),   m = max_j z_j
+
+    Shifting by the largest logit ``m`` changes nothing (it cancels between
+    numerator and denominator) but makes every exponent <= 0: nothing
+    overflows for logits of any size, the sum is at least 1 (its largest
+    term is ``exp(0)``), so its log is finite, and no ``clip(p, eps)`` is
+    needed. The loss is the mean over the N samples; its gradient::
+
+        dL/dz_nk = (p_nk - [k == y_n]) / N        i.e. (softmax - onehot) / N
+
+    Parameters
+    ----------
+    check_targets : bool, default True
+        Check on every call that the labels are integers in [0, K) (a pass
+        over them, and on CuPy a wait for the GPU). A training loop that has
+        checked its labels once switches this off.
+    """
+
+    def __init__(self, check_targets=True):
+        self.check_targets = bool(check_targets)
+        self._cache = None
+
+    def __call__(self, logits, labels):
+        return self.forward(logits, labels)
+
+    def check(self, logits, labels):
+        """Raise ``ValueError`` unless ``logits`` is (N, K) and ``labels`` is (N,) of
+        integers (with ``check_targets``: each in [0, K))."""
+        name = type(self).__name__
+        if logits.ndim != 2 or labels.ndim != 1 or len(labels) != len(logits):
+            raise ValueError(f"{name}: expected logits (N, K) and labels (N,), got logits "
+                             f"{tuple(logits.shape)} and labels {tuple(labels.shape)}")
+        if labels.dtype.kind not in "iu":
+            raise ValueError(f"{name}: labels must be integer class indices, "
+                             f"got dtype {labels.dtype}")
+        if self.check_targets and len(labels):
+            lo, hi = int(labels.min()), int(labels.max())
+            if lo < 0 or hi >= logits.shape[1]:
+                raise ValueError(f"{name}: labels must be in [0, {logits.shape[1]}) for "
+                                 f"{logits.shape[1]} classes, got values from {lo} to {hi}")
+
+    def _cached(self):
+        if self._cache is None:
+            raise RuntimeError(f"{type(self).__name__}: backward() called before forward()")
+        return self._cache
+
+    def forward(self, logits, labels):
+        """Return the mean cross-entropy, a 0-d array (on the device, not synced).
+
+        Parameters
+        ----------
+        logits : ndarray, shape (N, K)
+        labels : ndarray of int, shape (N,), values in [0, K)
+        """
+        self.check(logits, labels)
+        xp = backend.get_array_module(logits)
+        shifted = logits - logits.max(axis=1, keepdims=True)  # z - m, every entry <= 0  (N, K)
+        e = xp.exp(shifted)  # in (0, 1]  (N, K)
+        total = e.sum(axis=1, keepdims=True)  # sum_j exp(z_j - m), >= 1  (N, 1)
+        onehot = xp.arange(logits.shape[1]) == labels[:, None]  # [k == y_n]  (N, K)
+        # l_n = logsumexp(z_n) - z_ny = log(total_n) - (z_ny - m_n)
+        loss = xp.log(total[:, 0]) - (shifted * onehot).sum(axis=1)  # (N,)
+        self._cache = (e / total, onehot)  # softmax p  (N, K), and the one-hot labels
+        return loss.sum() * logits.dtype.type(1.0 / len(logits))
+
+    def backward(self):
+        """Return ``dL/dlogits = (softmax(logits) - onehot) / N``, shape (N, K)."""
+        p, onehot = self._cached()
+        return (p - onehot) * p.dtype.type(1.0 / len(p))  # dL/dz = (p - onehot) / N  (N, K)
+
+
+def error_rate(logits, labels):
+    """The fraction of samples whose largest logit is not at their label.
+
+    Parameters
+    ----------
+    logits : ndarray, shape (N, K)
+    labels : ndarray of int, shape (N,)
+
+    Returns
+    -------
+    0-d ndarray (on the device, not synced): wrong / N, in [0, 1]
+    """
+    return (logits.argmax(axis=1) != labels).mean()

@@ -36,6 +36,37 @@ def check_dout(name, output_shape, dout):
                          f"{tuple(output_shape)} (the forward output's), got {got}")
 
 
+def parameter_uses(named_layers):
+    """Group the parameters of named layers by array: ``{key: [(layer, name), ...]}``.
+
+    Parameters
+    ----------
+    named_layers : iterable of (str, layer)
+        The prefix of each layer's keys (its index) and the layer.
+
+    Returns
+    -------
+    dict of str to list of (layer, str)
+        Keyed ``"<prefix>.<name>"`` by the first use of each array; an array
+        used by several layers (tied weights) has all its uses in one list.
+    """
+    uses, key_of = {}, {}
+    for prefix, layer in named_layers:
+        for name, array in layer.params.items():
+            key = key_of.setdefault(id(array), f"{prefix}.{name}")
+            uses.setdefault(key, []).append((layer, name))
+    return uses
+
+
+def sum_gradients(grads):
+    """The sum of an array's gradients over its uses (the first one itself if it is alone)."""
+    grads = iter(grads)
+    total = next(grads)
+    for g in grads:
+        total = total + g  # dL/dW = sum over the uses of W (chain rule)
+    return total
+
+
 class Sequential:
     """Layers applied one after another; backward runs them in reverse.
 
@@ -157,13 +188,31 @@ class Sequential:
 
     @property
     def params(self):
-        return {f"{i}.{k}": v
-                for i, layer in enumerate(self.layers) for k, v in layer.params.items()}
+        """Every layer's parameter arrays, keyed ``"<layer index>.<name>"``.
+
+        An array that several layers share (tied weights,
+        :class:`~scratchae.layers.TiedDense`) is listed once, under the key
+        of its first use: the optimizer updates it once, a checkpoint stores
+        it once.
+        """
+        return {key: uses[0][0].params[uses[0][1]] for key, uses in self.uses().items()}
 
     @property
     def grads(self):
-        return {f"{i}.{k}": layer.grads[k]
-                for i, layer in enumerate(self.layers) for k in layer.params}
+        """``dL/dparam`` from the last ``backward``, keyed like :attr:`params`.
+
+        The loss depends on a shared array through each of its uses, so by
+        the chain rule its gradient is the sum of the uses' gradients.
+        """
+        return {key: sum_gradients(layer.grads[name] for layer, name in uses)
+                for key, uses in self.uses().items()}
+
+    def uses(self):
+        """Each parameter's key, mapped to the ``(layer, name)`` pairs that use the array.
+
+        One pair for most parameters; a tied weight has one per layer that uses it.
+        """
+        return parameter_uses((str(i), layer) for i, layer in enumerate(self.layers))
 
     def parameters(self):
         """List of every parameter array (the optimizer updates these in place)."""

@@ -29,7 +29,8 @@ from matplotlib.ticker import MaxNLocator
 from .fileio import atomic_write
 
 __all__ = ["image_rows", "code_grid", "loss_curves", "side_by_side", "mosaic", "digit_grid",
-           "latent_scatter", "filter_mosaic", "filter_grid", "activation_histogram"]
+           "latent_scatter", "filter_mosaic", "filter_grid", "activation_histogram",
+           "filter_comparison", "error_curves", "labelled_digits"]
 
 DPI = 100
 CELL = 1.0  # inches per digit image
@@ -568,4 +569,114 @@ def activation_histogram(mean_activations, rho, path, *, title=None, bins=100):
     ax.legend()
     if title:
         ax.set_title(title)
+    return _save(fig, path)
+
+
+def filter_comparison(weights, path, *, count=100, title=None, image_shape=(28, 28)):
+    """Draw the first ``count`` filters of several encoders side by side, one panel each.
+
+    For the classic denoising-autoencoder picture: a first layer pretrained
+    with masking noise learns stroke detectors, one pretrained without noise
+    mostly blobs or noise.
+
+    Parameters
+    ----------
+    weights : dict of str to ndarray, shape (D, H)
+        A panel title, mapped to an encoder's ``W`` (host NumPy).
+    path : str or Path
+    count : int, default 100
+        The first ``count`` units (columns) of each (all of them if fewer).
+    title : str, optional
+    image_shape : (int, int), default (28, 28)
+
+    Returns
+    -------
+    Path
+    """
+    if not weights:
+        raise ValueError("weights: expected at least one encoder to draw, got none")
+    panels = {label: np.asarray(w)[:, :count] for label, w in weights.items()}
+    rows, cols = grid_shape(max(w.shape[1] for w in panels.values()))
+    side = cols * FILTER_CELL * 0.7 + MARGIN
+    fig = _new_figure(side * len(panels), rows * FILTER_CELL * 0.7 + MARGIN + 0.3
+                      + TITLE_HEIGHT * bool(title))
+    for ax, (label, w) in zip(np.atleast_1d(fig.subplots(1, len(panels))), panels.items()):
+        ax.imshow(filter_mosaic(w, image_shape), cmap="gray", vmin=-1.0, vmax=1.0,
+                  interpolation="nearest")
+        ax.set_axis_off()
+        ax.set_title(textwrap.fill(label, 40), fontsize=11)
+    if title:
+        fig.suptitle(title, fontsize=12)
+    return _save(fig, path)
+
+
+def error_curves(curves, path, *, title=None, ylabel="validation error (%)"):
+    """Plot error rates per epoch, one curve per run, each run's best epoch marked.
+
+    Parameters
+    ----------
+    curves : dict of str to sequence of float
+        A run's label, mapped to its error rate (a fraction) after each
+        epoch 1..E (E may differ between runs).
+    path : str or Path
+    title : str, optional
+    ylabel : str, optional
+
+    Returns
+    -------
+    Path
+    """
+    if not curves:
+        raise ValueError("curves: expected at least one run, got none")
+    fig = _new_figure(6.4, 4.2)
+    ax = fig.subplots()
+    for label, values in curves.items():
+        errors = 100 * np.asarray([math.nan if v is None else v for v in values], dtype=float)
+        if errors.ndim != 1 or len(errors) == 0:
+            raise ValueError(f"curves[{label!r}]: expected a list of error rates, got {values!r}")
+        epochs_ = np.arange(1, len(errors) + 1)
+        line, = ax.plot(epochs_, errors, marker=".", label=label)
+        best = int(np.nanargmin(errors))
+        ax.plot(epochs_[best], errors[best], marker="*", markersize=14, color=line.get_color())
+        ax.annotate(f"{errors[best]:.2f}%", (epochs_[best], errors[best]),
+                    textcoords="offset points", xytext=(4, -12), fontsize=9,
+                    color=line.get_color())
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    ax.grid(True, alpha=0.4)
+    ax.legend(title="star: the best epoch")
+    if title:
+        ax.set_title(title)
+    return _save(fig, path)
+
+
+def labelled_digits(images, labels, path, *, title=None, cols=10):
+    """Draw digits in a grid with a caption under each (e.g. ``"3 (true 5)"``).
+
+    Parameters
+    ----------
+    images : ndarray, shape (K, 1, H, W) or (K, H, W), floats in [0, 1]
+    labels : sequence of K str
+    path : str or Path
+    title : str, optional
+    cols : int, default 10
+
+    Returns
+    -------
+    Path
+    """
+    tiles = _as_images("images", images)
+    captions = _check_labels("labels", labels, len(tiles))
+    cols = min(cols, len(tiles))
+    rows = -(-len(tiles) // cols)
+    fig = _new_figure(cols * CELL * 1.1, rows * CELL * 1.3 + 0.5 * bool(title))
+    axes = np.atleast_1d(fig.subplots(rows, cols)).reshape(-1)
+    for ax in axes:
+        ax.set_axis_off()
+    for ax, tile, caption in zip(axes, tiles, captions):
+        ax.imshow(tile, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+        ax.set_title(caption, fontsize=9)
+    if title:
+        fig.suptitle(textwrap.fill(title, 90), fontsize=11)
     return _save(fig, path)

@@ -335,7 +335,7 @@ class SparseTrainer(Trainer):
     loss_name = "loss"
     metric_names = ("loss", "bce", "sparsity", "weight_decay", "mean_activation")
 
-    def _evaluate(self, images):
+    def _evaluate(self, images, targets=None):
         model, size = self.model, self.batch_size
         code = model._code_layer()
         bce = sparsity = 0.0

@@ -506,7 +506,7 @@ class VAETrainer(Trainer):
             self.metric_names = (self.loss_name, *VAETrainer.metric_names)
         super().__init__(model, loss_fn=BernoulliNLL(), **kwargs)
 
-    def _evaluate(self, images):
+    def _evaluate(self, images, targets=None):
         metrics = evaluate(self.net, images, batch_size=self.eval_batch_size, seed=self.seed)
         if self.loss_name not in metrics:
             metrics[self.loss_name] = metrics["rec"] + self.model.beta * metrics["kl"]

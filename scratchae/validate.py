@@ -47,6 +47,19 @@ def non_negative_int(value, name, owner=None):
     return int(value)
 
 
+def seed(value, name, owner=None):
+    """Return a seed: an int >= 0, or a tuple of them (a key such as ``(seed, stage)``).
+
+    Each random stream of a trainer is ``numpy.random.default_rng([*key, stream])``,
+    so a tuple gives each stage of a longer recipe streams of its own.
+    """
+    if isinstance(value, (tuple, list)) and value:
+        return tuple(non_negative_int(v, name, owner) for v in value)
+    if isinstance(value, (tuple, list)):
+        raise ValueError(f"{_owner(owner)}{name} must be an int >= 0 or a tuple of them, got ()")
+    return non_negative_int(value, name, owner)
+
+
 def positive_float(value, name, owner=None, at_most=None):
     """Return ``float(value)``; raise ``ValueError`` unless it is finite, > 0, <= ``at_most``."""
     if (isinstance(value, bool) or not isinstance(value, numbers.Real)
@@ -196,6 +209,36 @@ def images(values, what, sample_shape=None):
         raise TypeError(f"{what}: expected floating-point images in [0, 1], "
                         f"got dtype {values.dtype}")
     unit_interval(values, what)
+
+
+def labels(values, what, count=None, classes=None):
+    """Raise unless ``values`` are integer class labels: 1-D, ``count`` of them, in [0, classes).
+
+    Parameters
+    ----------
+    values : ndarray, shape (N,)
+    what : str
+        Names the array in the message, e.g. ``"Trainer.fit: train_images targets"``.
+    count : int, optional
+        The expected N (the number of inputs they label).
+    classes : int, optional
+        K: every label must be in [0, K).
+    """
+    import numpy as np
+
+    if not (hasattr(values, "shape") and hasattr(values, "dtype")):
+        raise TypeError(f"{what}: expected an array of labels, got {type(values).__name__}")
+    if values.ndim != 1:
+        raise ValueError(f"{what}: expected labels of shape (N,), got {tuple(values.shape)}")
+    if not np.issubdtype(values.dtype, np.integer):
+        raise TypeError(f"{what}: expected integer class labels, got dtype {values.dtype}")
+    if count is not None and len(values) != count:
+        raise ValueError(f"{what}: expected {count} labels (one per input), got {len(values)}")
+    if classes is not None and len(values):
+        lo, hi = int(values.min()), int(values.max())
+        if lo < 0 or hi >= classes:
+            raise ValueError(f"{what}: labels must be in [0, {classes}) for {classes} classes, "
+                             f"got values from {lo} to {hi}")
 
 
 def in_model_dtype(values, dtype, what, note=None):

@@ -391,6 +391,25 @@ def test_fast_adam_is_the_textbook_update(backend, dtype):
         np.testing.assert_allclose(to_np(n), to_np(m), rtol=rtol, atol=1e-30)
 
 
+def test_adam_in_blocks_is_bit_for_bit_the_whole_update(monkeypatch):
+    """Each entry's update reads that entry only: cutting the arrays into blocks (the last
+    one short) changes no bit of p, m or v."""
+    rng = np.random.default_rng(0)
+    start = [rng.standard_normal((37, 11)).astype(np.float32), rng.standard_normal(5)]
+    runs = []
+    for block in (10**9, 64, 7):
+        monkeypatch.setattr(backend, "ADAM_BLOCK", block)
+        params = [p.astype(np.float32) for p in start]
+        opt = fast.Adam(params, lr=0.01)
+        grads = np.random.default_rng(1)
+        for step in range(20):  # step 16 flushes the subnormal moments, block by block too
+            opt.step([grads.standard_normal(p.shape).astype(np.float32) for p in params])
+        runs.append([a.copy() for a in params + opt.m + opt.v])
+    for run in runs[1:]:
+        for a, b in zip(runs[0], run):
+            np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize("kind", ["SigmoidCrossEntropy", "BernoulliNLL"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_fast_losses_are_the_textbook_losses(backend, kind, dtype):

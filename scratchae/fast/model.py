@@ -4,25 +4,27 @@ The rewrite walks the layer list once, left to right, and at each position
 applies the first rule that matches (each rule is one identity; see
 ``docs/fast.md`` for the derivations and the measured gains):
 
-===========  ==================================  ====================================
-rule         textbook layers                     fast op
-===========  ==================================  ====================================
-subpixel     Upsample2D (x2) + Conv2D 3x3        ``SubPixelConv``: four 2x2 phase
-             'same' [+ ReLU]                     convolutions of the small input
-window_grad  (inside ``SubPixelConv``)           its backward as one stride-2 4x4
-                                                 im2col of dy
-conv         Conv2D (stride 1) [+ ReLU]          ``Conv``: multiply-first when O < C,
-                                                 flipped-kernel dx, im2col slices
-relu_pool    ReLU + MaxPool2D (2x2, stride 2)    ``MaxPool(relu=True)``: pool first,
-                                                 ReLU on 4x fewer values
-maxpool      MaxPool2D (2x2, stride 2)           ``MaxPool``: four corners, channels-last
-fused_relu   ... + ReLU                          bias and ReLU in place on the op's output
-dense        Dense [+ ReLU]                      ``Dense``
-upsample     Upsample2D (other sizes)            ``Upsample``, index arrays kept on
-                                                 the device
-reshape      Flatten, Reshape((C, H, W))         ``Flatten``, ``Reshape``
-             anything else                       ``Textbook``: the layer as written
-===========  ==================================  ====================================
+=============  ==================================  ====================================
+rule           textbook layers                     fast op
+=============  ==================================  ====================================
+subpixel       Upsample2D (x2) + Conv2D 3x3        ``SubPixelConv``: four 2x2 phase
+               'same' [+ ReLU]                     convolutions of the small input
+window_grad    (inside ``SubPixelConv``)           its backward as one stride-2 4x4
+                                                   im2col of dy
+conv           Conv2D (stride 1) [+ ReLU]          ``Conv``: multiply-first when O < C,
+                                                   flipped-kernel dx, im2col slices
+relu_pool      ReLU + MaxPool2D (2x2, stride 2)    ``MaxPool(relu=True)``: pool first,
+                                                   ReLU on 4x fewer values
+maxpool        MaxPool2D (2x2, stride 2)           ``MaxPool``: four corners, channels-last
+fused_relu     ... + ReLU                          bias and ReLU in place on the op's output
+fused_sigmoid  Dense + Sigmoid                     the sigmoid in place on the op's
+                                                   output, as 1/2 + tanh(x/2)/2
+dense          Dense [+ ReLU]                      ``Dense``
+upsample       Upsample2D (other sizes)            ``Upsample``, index arrays kept on
+                                                   the device
+reshape        Flatten, Reshape((C, H, W))         ``Flatten``, ``Reshape``
+               anything else                       ``Textbook``: the layer as written
+=============  ==================================  ====================================
 
 (and, before "anything else", the rules of :mod:`scratchae.fast.strided`:
 ``strided_conv``, any other Conv2D [+ ReLU] -> ``StridedConv``, and
@@ -42,8 +44,18 @@ and a checkpoint is the same whichever trained it.
 """
 
 from .. import backend
-from ..layers import Conv2D, ConvTranspose2D, Dense, Flatten, MaxPool2D, ReLU, Reshape, Upsample2D
-from ..models import Sequential, check_dout
+from ..layers import (
+    Conv2D,
+    ConvTranspose2D,
+    Dense,
+    Flatten,
+    MaxPool2D,
+    ReLU,
+    Reshape,
+    Sigmoid,
+    Upsample2D,
+)
+from ..models import Sequential, check_dout, sum_gradients
 from ..summary import summarize
 from . import ops, strided
 from .parallel import (
@@ -97,7 +109,7 @@ def _pools_whole(built, first, shapes, layers):
 #: The rewrite rules, by name: ``compile(model, rules=...)`` can leave some out
 #: (to measure what each one gains, ``benchmarks/throughput.py --without``).
 RULES = ("subpixel", "window_grad", "conv", "maxpool", "relu_pool", "fused_relu", "dense",
-         "upsample", "reshape", "conv_pool", "strided_conv", "transposed_conv")
+         "upsample", "reshape", "conv_pool", "fused_sigmoid", "strided_conv", "transposed_conv")
 
 
 def _rewrite(layers, i, shape, rules):
@@ -127,7 +139,9 @@ def _rewrite(layers, i, shape, rules):
     if "maxpool" in rules and _is_fast_pool(layer):
         return ops.MaxPool(layer), 1
     if "dense" in rules and isinstance(layer, Dense):
-        return ops.Dense(layer, _keys(i, layer), relu=relu_next), 1 + relu_next
+        sigmoid_next = "fused_sigmoid" in rules and isinstance(after[0], Sigmoid)
+        return (ops.Dense(layer, _keys(i, layer), relu=relu_next, sigmoid=sigmoid_next),
+                1 + relu_next + sigmoid_next)
     if "upsample" in rules and isinstance(layer, Upsample2D):
         return ops.Upsample(layer), 1
     if "reshape" in rules and isinstance(layer, Flatten) and shape is not None and len(shape) == 4:
@@ -215,9 +229,11 @@ class FastSequential:
         self._slices = None
         self._output_shape = None
         self._split = {}  # batch shape -> workers_for
-        # where each of the model's parameters gets its gradient: (op, name), in order
-        owner = {key: (op, name) for op in ops_list for name, key in op.keys.items()}
-        self._grad_order = [(key, *owner[key]) for key in source.params]
+        # where each of the model's parameters gets its gradient, in order: the (op, name)
+        # pairs that use its array (two for a tied weight, whose gradients add up)
+        self._grad_order = [(key, [(op, name) for op in ops_list
+                                   for name, array in op.params.items() if array is param])
+                            for key, param in source.params.items()]
 
     def __repr__(self):
         inner = "".join(f"\n  {op!r}" for op in self.ops)
@@ -259,10 +275,11 @@ class FastSequential:
 
     @property
     def grads(self):
-        return {key: op.grads[name] for key, op, name in self._grad_order}
+        return {key: sum_gradients(op.grads[name] for op, name in uses)
+                for key, uses in self._grad_order}
 
     def gradients(self):
-        return [op.grads[name] for _, op, name in self._grad_order]
+        return [sum_gradients(op.grads[name] for op, name in uses) for _, uses in self._grad_order]
 
     # -- the batch split ------------------------------------------------------
     def workers_for(self, batch_shape):

@@ -67,6 +67,29 @@ def relu_backward(dout, y):
     return dout * (y > 0)
 
 
+def sigmoid_(y):
+    """Sigmoid in place: ``y = 1/2 + tanh(y/2)/2`` (y is the op's own new output).
+
+    The same function as the textbook ``sigmoid`` (``1/(1+e^-x) = 1/2 +
+    tanh(x/2)/2``), in four passes with no temporary, and bounded: nothing
+    overflows for inputs of any size.
+    """
+    xp, half = backend.get_array_module(y), y.dtype.type(0.5)
+    y *= half
+    xp.tanh(y, out=y)
+    y *= half
+    y += half
+    return y
+
+
+def sigmoid_backward(dout, y):
+    """dL/dz of ``y = sigmoid(z)`` from its output: ``dout * y * (1 - y)`` (a new array)."""
+    d = 1 - y
+    d *= y
+    d *= dout
+    return d
+
+
 class Conv(Op):
     """Conv2D at stride 1 with padding smaller than the kernel, with an optional ReLU after it.
 
@@ -304,15 +327,16 @@ class Upsample(Op):
 
 
 class Dense(Op):
-    """Dense layer with an optional ReLU after it (bias and ReLU in place)."""
+    """Dense layer with an optional ReLU or sigmoid after it (bias and activation in place)."""
 
-    def __init__(self, dense, keys, relu=False, input_grad=True):
+    def __init__(self, dense, keys, relu=False, input_grad=True, sigmoid=False):
         super().__init__([dense], keys, input_grad)
-        self.relu = relu
+        self.relu, self.sigmoid = relu, sigmoid
 
     def __repr__(self):
         dense = self.layers[0]
-        return f"Dense({dense.in_features}->{dense.out_features}{self._relu()})"
+        after = ", sigmoid" if self.sigmoid else self._relu()
+        return f"Dense({dense.in_features}->{dense.out_features}{after})"
 
     def forward(self, x):
         """x : (N, D) -> y : (N, M)"""
@@ -320,13 +344,16 @@ class Dense(Op):
         y += self.params["b"]
         if self.relu:
             relu_(y)
-        self._cache = (x, y if self.relu else None)
+        if self.sigmoid:
+            sigmoid_(y)
+        self._cache = (x, y if self.relu or self.sigmoid else None)
         return y
 
     def backward(self, dout):
         """dout : (N, M) -> dx : (N, D) or None"""
         x, y = self._cached()
-        d = relu_backward(dout, y) if self.relu else dout
+        d = (relu_backward(dout, y) if self.relu else sigmoid_backward(dout, y) if self.sigmoid
+             else dout)
         self.grads = {"W": x.T @ d, "b": d.sum(axis=0)}
         return d @ self.params["W"].T if self.input_grad else None
 

@@ -21,7 +21,9 @@ class Adam(optim.Adam):
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
         super().__init__(params, lr=lr, betas=betas, eps=eps)
-        self._scratch = [backend.get_array_module(p).empty_like(p) for p in self.params]
+        # one scratch block, reused by every parameter (adam_update works block by block)
+        self._scratch = backend.get_array_module(self.params[0]).empty(
+            min(max(p.size for p in self.params), backend.ADAM_BLOCK), self.params[0].dtype)
 
     def step(self, grads):
         """Apply one update; ``grads`` lists ``dL/dp`` in the order of ``params``."""
@@ -37,5 +39,6 @@ class Adam(optim.Adam):
         # to appear; clearing them every FLUSH_EVERY steps costs 3 of 15 passes
         # only that often.
         flush = self.t % FLUSH_EVERY == 0
-        for p, g, m, v, tmp in zip(self.params, grads, self.m, self.v, self._scratch):
-            backend.adam_update(p, g, m, v, lr_t, b1, b2, eps_t, tmp, flush=flush)
+        for p, g, m, v in zip(self.params, grads, self.m, self.v):
+            scratch = self._scratch.astype(p.dtype, copy=False)
+            backend.adam_update(p, g, m, v, lr_t, b1, b2, eps_t, scratch, flush=flush)

@@ -15,6 +15,8 @@ GaussianSampler  ``layers/gaussian.py``        ``dmu = dz``, ``dlogvar = dz std 
 GaussianKL       ``layers/gaussian.py``        ``mu / N``, ``(exp(logvar) - 1) / 2N``
 KLSparsity,      ``layers/sparsity.py``        ``dout`` plus the penalty's gradient
 L1Activity
+TiedDense        ``layers/tied.py``            ``dx = dout @ W``, ``dW = dout.T @ x``
+                                               (W shared with an encoder Dense)
 ===============  ============================  ==================================
 
 These are the specification: :mod:`scratchae.fast` computes the same
@@ -30,10 +32,11 @@ from .gaussian import GaussianKL, GaussianSampler
 from .pool import MaxPool2D
 from .shape import Flatten, Reshape
 from .sparsity import KLSparsity, L1Activity, WeightDecay
+from .tied import TiedDense
 from .upsample import Upsample2D
 
 __all__ = [
     "Layer", "Dense", "Conv2D", "MaxPool2D", "Upsample2D", "ReLU", "Sigmoid",
     "ConvTranspose2D", "Flatten", "Reshape", "GaussianSampler", "GaussianKL", "KLSparsity",
-    "L1Activity", "WeightDecay", "sigmoid", "im2col", "col2im",
+    "L1Activity", "WeightDecay", "TiedDense", "sigmoid", "im2col", "col2im",
 ]
