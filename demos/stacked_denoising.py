@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scratchae import backend, checkpoint, plots
+from scratchae import backend, checkpoint, fast, plots
 from scratchae.cli import add_run_flags, check_output_dir, demo_parser, run_guarded
 from scratchae.data import load_mnist, validation_split
 from scratchae.sdae import (
@@ -184,6 +184,9 @@ def main(argv=None):
         backend.set_backend(args.backend)
         out = check_output_dir(args.out)
         model = StackedDenoisingAutoencoder(hidden, seed=args.seed)
+        if args.summary:  # the classifier that is fine-tuned, as it will train
+            net = model.classifier if args.textbook else fast.compile(model.classifier)
+            log(str(net.summary()))
         train, valid, test = load_data(args, log)
         result = train_stacked(model, recipe, train, valid, seed=args.seed, out=out,
                                name=run_name(args), resume=args.resume,

@@ -7,7 +7,8 @@ models. For one input of a given shape (default: the model's own
 * **output shape** (one sample, no batch axis), from the layer's own
   ``output_shape``, the method ``forward`` checks its input with, so a
   shape the model cannot take is refused with ``forward``'s message;
-* **parameters**, counted from the layer's ``params`` arrays;
+* **parameters**, counted from the layer's ``params`` arrays (an array shared
+  with a layer above it, a tied weight, is counted at its first use only);
 * **multiply-adds** of its forward pass for one image, from the layer's own
   ``macs`` (next to its ``output_shape`` in its file: ``N*D*M`` for a
   ``Dense``, ``N*OH*OW*KH*KW*C*O`` for a ``Conv2D``; element-wise layers
@@ -35,10 +36,12 @@ import numpy as np
 
 #: The fast rule behind each fast op class (``scratchae/fast``), by class name.
 #: A ReLU that an op applies in place is ``fused_relu`` (or ``relu_pool``
-#: when a max-pool took it); an op not listed here shows its class name.
+#: when a max-pool took it), a sigmoid ``fused_sigmoid``; an op not listed here
+#: shows its class name.
 OP_RULES = {
     "SubPixelConv": "subpixel",
     "Conv": "conv",
+    "ConvPool": "conv_pool",
     "MaxPool": "maxpool",
     "Dense": "dense",
     "Upsample": "upsample",
@@ -183,9 +186,11 @@ def _fast_rules(net):
     rules = []
     for i, layer in enumerate(net.layers):
         op = owner.get(id(layer))
-        if op is None:  # a ReLU applied by the op before it (in place), or by a max-pool after it
-            before = owner.get(id(net.layers[i - 1])) if i > 0 else None
-            rules.append("fused_relu" if getattr(before, "relu", False) else "relu_pool")
+        if op is None:  # an activation applied by the op before it (in place), or a ReLU by
+            before = owner.get(id(net.layers[i - 1])) if i > 0 else None  # a max-pool after it
+            rules.append("fused_relu" if getattr(before, "relu", False)
+                         else "fused_sigmoid" if getattr(before, "sigmoid", False)
+                         else "relu_pool")
             continue
         name = type(op).__name__
         rule = "relu_pool" if name == "MaxPool" and op.relu else OP_RULES.get(name, name)
@@ -203,11 +208,14 @@ def _sequential_rows(model, input_shape, prefix=""):
     dtype = np.dtype(model.dtype)
     model.check_input(np.broadcast_to(np.zeros((), dtype), (1, *input_shape)))
     rules = _fast_rules(model) if hasattr(model, "ops") else [None] * len(model.layers)
-    rows, shape = [], (1, *input_shape)
+    rows, shape, seen = [], (1, *input_shape), set()
     for i, (layer, rule) in enumerate(zip(model.layers, rules)):
         out = tuple(layer.output_shape(shape))  # raises forward's error for a shape it refuses
+        # an array two layers share (tied weights) is counted once, at its first use
+        own = [p for p in layer.params.values() if id(p) not in seen]
+        seen.update(id(p) for p in own)
         rows.append(Row(f"{prefix}{i} {type(layer).__name__}", layer, out[1:],
-                        sum(math.prod(p.shape) for p in layer.params.values()),
+                        sum(math.prod(p.shape) for p in own),
                         int(layer.macs(shape)), math.prod(out[1:]) * dtype.itemsize, rule))
         shape = out
     return rows, shape[1:]

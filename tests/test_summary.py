@@ -8,6 +8,7 @@ import pytest
 from scratchae import fast
 from scratchae.layers import Conv2D, ConvTranspose2D, Dense, Flatten, MaxPool2D, ReLU, Reshape
 from scratchae.models import Sequential, conv_denoiser, dense_autoencoder
+from scratchae.sdae import StackedDenoisingAutoencoder
 from scratchae.sparse import sparse_autoencoder
 from scratchae.summary import Summary
 from scratchae.vae import VAE, conv_vae, vae
@@ -24,8 +25,11 @@ def count(model):
     conv_denoiser, dense_autoencoder, sparse_autoencoder, vae, conv_vae,
     lambda: conv_vae(latent=20), lambda: fast.compile(conv_denoiser()),
     lambda: fast.compile(conv_vae()),
+    lambda: StackedDenoisingAutoencoder((30, 20)).autoencoder(0),
+    lambda: StackedDenoisingAutoencoder((30, 20)).classifier,
 ], ids=["conv_denoiser", "dense_autoencoder", "sparse_autoencoder", "vae", "conv_vae",
-        "conv_vae_20", "compiled_conv_denoiser", "compiled_conv_vae"])
+        "conv_vae_20", "compiled_conv_denoiser", "compiled_conv_vae", "tied_autoencoder",
+        "sdae_classifier"])
 def test_totals_match_the_parameters(build):
     model = build()
     summary = model.summary()
@@ -97,7 +101,8 @@ def test_another_input_shape():
 
 def test_compiled_models_name_each_layer_s_rule():
     rules = [row.rule for row in fast.compile(conv_denoiser()).summary().rows]
-    assert rules == ["conv (no dx)", "relu_pool", "relu_pool", "conv", "relu_pool", "relu_pool",
+    assert rules == ["conv_pool (no dx)", "fused_relu", "conv_pool (no dx)", "conv", "relu_pool",
+                     "relu_pool",
                      "conv", "relu_pool", "relu_pool", "upsample", "conv", "fused_relu",
                      "subpixel", "subpixel", "fused_relu", "subpixel", "subpixel",
                      "fused_relu", "conv"]
@@ -108,6 +113,9 @@ def test_compiled_models_name_each_layer_s_rule():
         "dense", "fused_relu", "reshape", "transposed_conv", "fused_relu", "transposed_conv",
         "fused_relu", "transposed_conv"]
     assert str(summary).splitlines()[1].rstrip().endswith("fast rule")
+    sdae = fast.compile(StackedDenoisingAutoencoder((30, 20)).classifier).summary()
+    assert [row.rule for row in sdae.rows] == [
+        "reshape", "dense (no dx)", "fused_sigmoid", "dense", "fused_sigmoid", "dense"]
     textbook = fast.compile(conv_denoiser(), rules=()).summary()
     assert {row.rule for row in textbook.rows} == {"textbook", "textbook (no dx)"}
 
@@ -160,3 +168,10 @@ def test_the_readme_shows_the_current_summary():
         ">>> print(conv_denoiser().summary())\n")
     shown = readme[start:readme.index("```", start)].rstrip("\n")
     assert shown == str(conv_denoiser().summary())
+
+
+def test_a_tied_weight_is_counted_once():
+    """The tied decoder's row counts its own bias only; the multiply-adds count both uses."""
+    rows = StackedDenoisingAutoencoder((30, 20)).autoencoder(0).summary().rows
+    assert [(row.params, row.macs) for row in rows] == [
+        (0, 0), (784 * 30 + 30, 784 * 30), (0, 0), (784, 30 * 784), (0, 0)]  # Flatten...Reshape

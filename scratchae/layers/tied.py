@@ -52,7 +52,17 @@ class TiedDense(Layer):
         return f"TiedDense({self.in_features}, {self.out_features}, tied to {self.encoder!r})"
 
     def output_shape(self, input_shape):
+        """(N, M) -> (N, D); raises ``ValueError`` for any other input shape."""
+        self._check_ndim(input_shape, 2, "(N, in_features)")
+        if input_shape[1] != self.in_features:
+            raise ValueError(f"{self!r}: expected {self.in_features} input features, "
+                             f"got input of shape {tuple(input_shape)}")
         return (input_shape[0], self.out_features)
+
+    def macs(self, input_shape):
+        """Multiply-adds of ``x @ W.T``: N * M * D."""
+        n, _ = self.output_shape(input_shape)
+        return n * self.in_features * self.out_features
 
     def forward(self, x):
         """Compute ``x @ W.T + b``.
@@ -65,10 +75,7 @@ class TiedDense(Layer):
         -------
         y : ndarray, shape (N, D)
         """
-        self._check_ndim(x, 2, "(N, in_features)")
-        if x.shape[1] != self.in_features:
-            raise ValueError(f"{self!r}: expected {self.in_features} input features, "
-                             f"got input of shape {tuple(x.shape)}")
+        self.output_shape(x.shape)  # raises unless x is (N, in_features)
         self._cache = x
         return x @ self.params["W"].T + self.params["b"]
 
