@@ -125,12 +125,14 @@ def load_data(args, log):
 def make_figures(model, trainer, test, args, out):
     """The figures in ``out``; returns their paths."""
     name, paths = run_name(args), []
-    first = {label: path for label, path in (
-        (f"masking noise {args.corruption.split(',')[0]}",
-         stage_checkpoints(out, NAME, model.depth)[0]),
-        ("no noise (--corruption 0)", stage_checkpoints(out, f"{NAME}_corruption0",
-                                                        model.depth)[0]))
-        if path.exists()}
+    first = {}
+    denoising = stage_checkpoints(out, NAME, model.depth)[0]
+    if denoising.exists():  # labelled with the noise that run pretrained layer 1 with
+        noise = checkpoint.read_meta(denoising).get("noise", "")
+        first[f"masking noise {noise[5:-1]}" if noise.startswith("mask(") else noise] = denoising
+    ordinary = stage_checkpoints(out, f"{NAME}_corruption0", model.depth)[0]
+    if ordinary.exists():
+        first["no noise (--corruption 0)"] = ordinary
     if first:
         weights = {label: checkpoint.load_npz(path)["1.W"] for label, path in first.items()}
         weights = {k: w for k, w in weights.items() if w.shape == (784, model.hidden[0])}

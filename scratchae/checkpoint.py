@@ -215,17 +215,29 @@ def save_training(trainer, path):
                     **weights(trainer.model), **arrays})
 
 
-def read_history(path):
-    """The per-epoch history saved in a training checkpoint (``{}`` if it holds none).
+def read_meta(path):
+    """The training state saved in a checkpoint, as a dict (``{}`` if it holds none):
+    ``"history"``, ``"noise"`` (:func:`noise_name`), ``"epoch"``...
 
-    For figures that compare runs: e.g. ``read_history(path)["error"]``.
+    For figures that compare runs: e.g. ``read_meta(path)["noise"]``.
     """
     meta = load_npz(path).get(TRAIN_PREFIX + "meta")
     if meta is None:
         return {}
     try:
-        return dict(json.loads(str(meta))["history"])
-    except (ValueError, TypeError, KeyError):
+        return dict(json.loads(str(meta)))
+    except (ValueError, TypeError):
+        raise ValueError(f"{path}: damaged training state") from None
+
+
+def read_history(path):
+    """The per-epoch history saved in a training checkpoint (``{}`` if it holds none).
+
+    For figures that compare runs: e.g. ``read_history(path)["error"]``.
+    """
+    try:
+        return dict(read_meta(path).get("history", {}))
+    except (ValueError, TypeError):
         raise ValueError(f"{path}: damaged training state (history)") from None
 
 

@@ -376,6 +376,11 @@ def test_demo_runs_and_ends_with_the_summary_line(tmp_path):
                  "stacked_denoising_errors.png"):
         assert (tmp_path / "out" / name).read_bytes()[:4] == b"\x89PNG", name
     assert (tmp_path / "out" / "stacked_denoising_corruption0_layer1.npz").exists()
+    # the filter figure labels each run with the noise its checkpoint says it used
+    from scratchae.checkpoint import read_meta
+    assert read_meta(tmp_path / "out" / "stacked_denoising_layer1.npz")["noise"] == "mask(0.1)"
+    assert read_meta(tmp_path / "out" / "stacked_denoising_corruption0_layer1.npz")[
+        "noise"] == "none"
 
 
 @pytest.mark.parametrize("flags, message", [
