@@ -78,6 +78,14 @@ class Layer:
                 f"got shape {shape} ({len(shape)}-D)"
             )
 
+    def _check_rows(self, x, features):
+        """Raise ``ValueError`` unless ``x`` (an array, or its shape) is an (N, features) batch."""
+        shape = tuple(getattr(x, "shape", x))
+        self._check_ndim(shape, 2, "(N, in_features)")
+        if shape[1] != features:
+            raise ValueError(f"{self!r}: expected {features} input features, "
+                             f"got input of shape {shape}")
+
     def _check_images(self, x, channels=None):
         """Raise ``ValueError`` unless ``x`` (an array, or its shape) is an (N, C, H, W) batch
         (with C == ``channels``)."""

@@ -53,10 +53,7 @@ class TiedDense(Layer):
 
     def output_shape(self, input_shape):
         """(N, M) -> (N, D); raises ``ValueError`` for any other input shape."""
-        self._check_ndim(input_shape, 2, "(N, in_features)")
-        if input_shape[1] != self.in_features:
-            raise ValueError(f"{self!r}: expected {self.in_features} input features, "
-                             f"got input of shape {tuple(input_shape)}")
+        self._check_rows(input_shape, self.in_features)
         return (input_shape[0], self.out_features)
 
     def macs(self, input_shape):
