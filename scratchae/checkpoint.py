@@ -235,9 +235,12 @@ def read_history(path):
 
     For figures that compare runs: e.g. ``read_history(path)["error"]``.
     """
+    meta = read_meta(path)
+    if not meta:
+        return {}
     try:
-        return dict(read_meta(path).get("history", {}))
-    except (ValueError, TypeError):
+        return dict(meta["history"])
+    except (KeyError, ValueError, TypeError):
         raise ValueError(f"{path}: damaged training state (history)") from None
 
 
