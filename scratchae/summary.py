@@ -49,6 +49,7 @@ OP_RULES = {
     "Reshape": "reshape",
     "StridedConv": "strided_conv",
     "TransposedConv": "transposed_conv",
+    "SubPixelTransposed": "subpixel_transposed",
     "Textbook": "textbook",
 }
 

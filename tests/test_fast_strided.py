@@ -12,7 +12,13 @@ from test_fast import _biased, _rel, _x, assert_same_as_textbook
 import scratchae.fast.model as fast_model
 from scratchae import fast
 from scratchae.fast import ops
-from scratchae.fast.strided import StridedConv, TransposedConv, weight_gradient
+from scratchae.fast.strided import (
+    StridedConv,
+    SubPixelTransposed,
+    TransposedConv,
+    is_subpixel_transposed,
+    weight_gradient,
+)
 from scratchae.layers import Conv2D, ConvTranspose2D, ReLU, Sigmoid
 from scratchae.models import Sequential
 from scratchae.vae import conv_vae
@@ -37,8 +43,9 @@ def test_strided_conv(backend, cin, cout, kernel, stride, padding, shape, relu):
 
 
 @pytest.mark.parametrize("cin, cout, kernel, stride, padding, output_padding, shape", [
-    (3, 4, 3, 2, 1, 1, (2, 3, 4, 5)),            # the conv VAE's x2 layers
-    (3, 1, 3, 1, 1, 0, (2, 3, 5, 4)),            # its last layer: stride 1
+    (3, 4, 3, 2, 1, 1, (2, 3, 4, 5)),            # the conv VAE's x2 layers (without the rule
+    (3, 1, 3, 1, 1, 0, (2, 3, 5, 4)),            # subpixel_transposed); its last layer: stride 1
+    (3, 2, 3, 2, 1, 0, (2, 3, 4, 5)),            # stride 2 with no output_padding: 2H - 1
     (2, 3, (3, 2), (3, 2), 2, (1, 0), (2, 2, 3, 4)),  # non-square, cropping 2
     (4, 2, 3, 2, 0, 0, (2, 4, 3, 3)),            # no crop, O < C
     (2, 5, 2, 2, 0, 1, (1, 2, 3, 2)),            # kernel = stride: no overlap
@@ -48,15 +55,44 @@ def test_transposed_conv(backend, cin, cout, kernel, stride, padding, output_pad
                          relu):
     layers = [ConvTranspose2D(cin, cout, kernel, stride=stride, padding=padding,
                               output_padding=output_padding, dtype=F64, seed=0)]
-    net = assert_same_as_textbook(_biased(Sequential(layers + [ReLU()] * relu)), _x(shape))
+    rules = tuple(r for r in fast_model.RULES if r != "subpixel_transposed")
+    net = assert_same_as_textbook(_biased(Sequential(layers + [ReLU()] * relu)), _x(shape),
+                                  rules=rules)
     assert [type(op) for op in net.ops] == [TransposedConv] and net.ops[0].relu == relu
+
+
+@pytest.mark.parametrize("cin, cout, shape", [
+    (3, 4, (2, 3, 4, 5)),    # odd width
+    (5, 2, (3, 5, 7, 3)),    # O < C, odd sizes, height > width
+    (2, 3, (2, 2, 1, 1)),    # one input pixel: only its own 2x2 block
+    (1, 6, (1, 1, 2, 6)),    # one channel in
+])
+@pytest.mark.parametrize("relu", [False, True])
+def test_subpixel_transposed(backend, cin, cout, shape, relu):
+    """ConvTranspose2D 3x3, stride 2, padding 1, output_padding 1 as four 2x2 phase convolutions."""
+    layer = ConvTranspose2D(cin, cout, 3, stride=2, padding=1, output_padding=1, dtype=F64,
+                            seed=0)
+    net = assert_same_as_textbook(_biased(Sequential([layer] + [ReLU()] * relu)), _x(shape))
+    assert [type(op) for op in net.ops] == [SubPixelTransposed] and net.ops[0].relu == relu
+    assert "SubPixelTransposed(x2" in repr(net)
+
+
+@pytest.mark.parametrize("kernel, stride, padding, output_padding, fits", [
+    (3, 2, 1, 1, True),
+    (3, 2, 1, 0, False), (3, 2, 0, 1, False), (3, 1, 1, 0, False), (2, 2, 0, 1, False),
+    ((3, 3), (2, 2), 1, (1, 1), True), (3, (2, 1), 1, (1, 0), False),
+])
+def test_which_transposed_convs_are_subpixel(kernel, stride, padding, output_padding, fits):
+    layer = ConvTranspose2D(2, 3, kernel, stride=stride, padding=padding,
+                            output_padding=output_padding, seed=0)
+    assert is_subpixel_transposed(layer) == fits
 
 
 def test_the_layers_after_them_still_run_as_written(backend):
     model = _biased(Sequential([ConvTranspose2D(3, 2, 3, stride=2, padding=1, output_padding=1,
                                                 dtype=F64, seed=0), Sigmoid()]))
     net = assert_same_as_textbook(model, _x((2, 3, 4, 5)))
-    assert [type(op) for op in net.ops] == [TransposedConv, ops.Textbook]
+    assert [type(op) for op in net.ops] == [SubPixelTransposed, ops.Textbook]
 
 
 def test_the_conv_vae_parts_with_workers(backend, monkeypatch):
@@ -68,7 +104,7 @@ def test_the_conv_vae_parts_with_workers(backend, monkeypatch):
     assert_same_as_textbook(_biased(model.encoder), rng.uniform(size=(5, 1, 28, 28)), workers)
     net = assert_same_as_textbook(_biased(model.decoder), rng.standard_normal((5, 3)), workers)
     assert [type(op).__name__ for op in net.ops] == [
-        "Dense", "Reshape", "TransposedConv", "TransposedConv", "TransposedConv"]
+        "Dense", "Reshape", "SubPixelTransposed", "SubPixelTransposed", "TransposedConv"]
 
 
 def test_no_dx_for_a_first_strided_layer(backend):

@@ -628,15 +628,20 @@ def test_the_pytorch_twin_is_the_same_function(model):
     np.testing.assert_allclose(t_logits.numpy(), logits, rtol=1e-4, atol=1e-4)
 
 
-def test_a_compiled_vae_splits_its_decoder_over_the_workers():
+def test_a_compiled_vae_splits_both_parts_as_its_decoder():
+    """The decoder has the work to split; the encoder follows it (one split per step)."""
     from scratchae.vae import conv_vae
 
     model = conv_vae()
     assert model.workers_for((128, 1, 28, 28)) == 1  # textbook parts: one thread
     net = fast.compile(model, workers=2)
     # the decoder has ~85,000 layer outputs per image, the encoder ~22,000
-    assert net.decoder.workers_for((128, 2)) == 2 and net.encoder.workers_for((128, 1, 28, 28)) == 1
+    assert net.decoder.workers_for((128, 2)) == 2 and net.encoder.own_split((128, 1, 28, 28)) == 1
+    assert net.encoder.workers_for((128, 1, 28, 28)) == 2  # as the decoder
+    assert net.encoder.workers_for((1, 1, 28, 28)) == 1    # never more than the batch
     assert net.workers_for((128, 1, 28, 28)) == 2
+    small = fast.compile(model, workers=2)
+    assert small.decoder.workers_for((16, 2)) == 1 and small.encoder.workers_for((16, 1, 28, 28)) == 1
     assert fast.compile(model, workers=1).workers_for((128, 1, 28, 28)) == 1
     assert fast.compile(vae(), workers=2).workers_for((128, 1, 28, 28)) == 1  # too little work
 

@@ -27,8 +27,11 @@ reshape        Flatten, Reshape((C, H, W))         ``Flatten``, ``Reshape``
 =============  ==================================  ====================================
 
 (and, before "anything else", the rules of :mod:`scratchae.fast.strided`:
-``strided_conv``, any other Conv2D [+ ReLU] -> ``StridedConv``, and
-``transposed_conv``, ConvTranspose2D [+ ReLU] -> ``TransposedConv``)
+``strided_conv``, any other Conv2D [+ ReLU] -> ``StridedConv``;
+``subpixel_transposed``, ConvTranspose2D 3x3 stride 2 padding 1
+output_padding 1 [+ ReLU] -> ``SubPixelTransposed``, four 2x2 phase
+convolutions of the small input; and ``transposed_conv``, any other
+ConvTranspose2D [+ ReLU] -> ``TransposedConv``)
 
 and two rules about the whole model: the first op with parameters skips
 dL/dx (training needs no gradient for the input images; with ``conv_pool``,
@@ -109,7 +112,8 @@ def _pools_whole(built, first, shapes, layers):
 #: The rewrite rules, by name: ``compile(model, rules=...)`` can leave some out
 #: (to measure what each one gains, ``benchmarks/throughput.py --without``).
 RULES = ("subpixel", "window_grad", "conv", "maxpool", "relu_pool", "fused_relu", "dense",
-         "upsample", "reshape", "conv_pool", "fused_sigmoid", "strided_conv", "transposed_conv")
+         "upsample", "reshape", "conv_pool", "fused_sigmoid", "strided_conv", "transposed_conv",
+         "subpixel_transposed")
 
 
 def _rewrite(layers, i, shape, rules):
@@ -132,6 +136,10 @@ def _rewrite(layers, i, shape, rules):
     if "strided_conv" in rules and isinstance(layer, Conv2D):  # any other Conv2D (fast/strided.py)
         relu = relu_next and not pool_next
         return strided.StridedConv(layer, _keys(i, layer), relu=relu), 1 + relu
+    if ("subpixel_transposed" in rules and isinstance(layer, ConvTranspose2D)
+            and strided.is_subpixel_transposed(layer)):
+        return (strided.SubPixelTransposed(layer, _keys(i, layer), relu=relu_next),
+                1 + relu_next)
     if "transposed_conv" in rules and isinstance(layer, ConvTranspose2D):
         return strided.TransposedConv(layer, _keys(i, layer), relu=relu_next), 1 + relu_next
     if {"maxpool", "relu_pool"} <= rules and isinstance(layer, ReLU) and _is_fast_pool(after[0]):
@@ -229,6 +237,9 @@ class FastSequential:
         self._slices = None
         self._output_shape = None
         self._split = {}  # batch shape -> workers_for
+        #: None, or a function of the batch size N that decides the split instead
+        #: (:meth:`workers_for`): how parts of one model agree (``VAE.compiled``)
+        self.split_with = None
         # where each of the model's parameters gets its gradient, in order: the (op, name)
         # pairs that use its array (two for a tied weight, whose gradients add up)
         self._grad_order = [(key, [(op, name) for op in ops_list
@@ -288,7 +299,16 @@ class FastSequential:
         At most ``workers``, and only as many as have ``MIN_WORK_PER_WORKER``
         layer outputs each to compute: a thread costs ~0.1 ms per step, and
         a small model's step is mostly BLAS calls, which use every core anyway.
+        When ``split_with`` is set, it decides instead (at most ``workers``).
         """
+        if self.workers == 1:
+            return 1
+        if self.split_with is not None:
+            return max(1, min(self.workers, batch_shape[0], self.split_with(batch_shape[0])))
+        return self.own_split(batch_shape)
+
+    def own_split(self, batch_shape):
+        """The split :meth:`workers_for` makes from this model's own work, ``split_with`` aside."""
         if self.workers == 1:
             return 1
         if batch_shape not in self._split:

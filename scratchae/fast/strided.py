@@ -27,6 +27,7 @@ from .. import backend
 from ..layers.conv import col2im, im2col
 from .conv import pad
 from .ops import Op, relu_, relu_backward
+from .subpixel import TRANSPOSED_SUMS, subpixel_forward, window_backward
 
 
 def weight_gradient(a, d):
@@ -165,3 +166,54 @@ class TransposedConv(Op):
             return None
         n, h, w, _ = x_shape
         return (dcols @ self._W_mat().T).reshape(n, h, w, c)  # dL/dx_rows = dcols @ W_mat.T
+
+
+def is_subpixel_transposed(layer):
+    """True for the x2 transposed convolution that :class:`SubPixelTransposed` computes:
+    3x3 kernel, stride 2, padding 1, output_padding 1 (output 2H x 2W)."""
+    return (layer.kernel_size == (3, 3) and layer.stride == (2, 2) and layer.padding == 1
+            and layer.output_padding == (1, 1))
+
+
+class SubPixelTransposed(Op):
+    """ConvTranspose2D 3x3, stride 2, padding 1, output_padding 1 (+ ReLU) as four
+    2x2 phase convolutions of its input (rule ``subpixel_transposed``).
+
+    The layer's output pixel (2i + a, 2j + b) takes taps of W from at most
+    the 2x2 input pixels (i..i+1, j..j+1): each phase (a, b) is a 2x2
+    convolution of the small input, the sub-pixel convolution of
+    :mod:`scratchae.fast.subpixel` with the taps of
+    :data:`~scratchae.fast.subpixel.TRANSPOSED_SUMS` (section 12 of
+    ``docs/fast.md``). Its backward is the convolution the transposed one
+    is the adjoint of: a stride-2 3x3 im2col of dy gives dx and dW
+    (:func:`~scratchae.fast.subpixel.window_backward`). Neither the 9x
+    wider ``cols`` of the forward nor its col2im scatter is made.
+    """
+
+    def __init__(self, layer, keys, relu=False, input_grad=True):
+        super().__init__([layer], keys, input_grad)
+        self.relu = relu
+
+    def __repr__(self):
+        t = self.layers[0]
+        return f"SubPixelTransposed(x2, {t.in_channels}->{t.out_channels}, 3x3{self._relu()})"
+
+    def forward(self, x):
+        """x : (N, H, W, C) -> y : (N, 2H, 2W, O)"""
+        W = self.params["W"].transpose(1, 0, 2, 3)  # (C, O, 3, 3) -> a Conv2D's (O, C, 3, 3)
+        y = subpixel_forward(x, W, self.params["b"], relu=self.relu, sums=TRANSPOSED_SUMS)
+        self._cache = (x, y if self.relu else None)
+        return y
+
+    def backward(self, dout):
+        """dout : (N, 2H, 2W, O) -> dx : (N, H, W, C) or None"""
+        x, y = self._cached()
+        xp = backend.get_array_module(dout)
+        W = self.params["W"]                                   # (C, O, 3, 3)
+        c, o = W.shape[:2]
+        # dx[i, j] = sum_{u, v} dz[2i - 1 + u, 2j - 1 + v] @ W[:, :, u, v].T: K[(u, v, o), c]
+        K = xp.ascontiguousarray(W.transpose(2, 3, 1, 0)).reshape(9 * o, c)
+        dK, db, dx = window_backward(x, dout, K, 3, y, self.input_grad)
+        self.grads = {"W": xp.ascontiguousarray(dK.reshape(3, 3, o, c).transpose(3, 2, 0, 1)),
+                      "b": db}
+        return dx

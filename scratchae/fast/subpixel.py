@@ -56,6 +56,16 @@ WINDOW_TAPS = np.array([[0, 0, 1], [0, 1, 1], [1, 1, 0], [1, 0, 0]])
 PHASE_SUMS = np.einsum("apu,bqv->pqabuv", TAPS, TAPS).reshape(16, 9)
 WINDOW_SUMS = np.einsum("ru,sv->rsuv", WINDOW_TAPS, WINDOW_TAPS).reshape(16, 9)
 
+#: The same table for a ConvTranspose2D (3x3, stride 2, padding 1,
+#: output_padding 1), whose input pixel i reaches output rows 2i - 1 + u:
+#: the even row 2i takes tap 1 of x[i]; the odd row 2i + 1 takes tap 2 of
+#: x[i] and tap 0 of x[i + 1]. In the window (x[i + a - 1], x[i + a]) that
+#: phase a reads, T[a, p, u] = 1 when tap u lands on window row p. Each
+#: phase uses its own taps (none summed), seven of the 16 blocks are 0.
+TRANSPOSED_TAPS = np.array([[[0, 0, 0], [0, 1, 0]],
+                            [[0, 0, 1], [1, 0, 0]]])
+TRANSPOSED_SUMS = np.einsum("apu,bqv->pqabuv", TRANSPOSED_TAPS, TRANSPOSED_TAPS).reshape(16, 9)
+
 PADS = ((1, 1), (1, 1))  # the 2x2 phase convolution reads the input padded by 1
 
 _ON_DEVICE = {}
@@ -69,12 +79,15 @@ def _table(xp, dtype, table):
     return _ON_DEVICE[key][1]
 
 
-def phase_kernels(W):
+def phase_kernels(W, sums=PHASE_SUMS):
     """The four 2x2 phase kernels of a 3x3 kernel, stacked as output channels.
 
     Parameters
     ----------
-    W : ndarray, shape (O, C, 3, 3), a ``Conv2D`` weight
+    W : ndarray, shape (O, C, 3, 3), a ``Conv2D`` weight (or a
+        ``ConvTranspose2D`` weight with its first two axes swapped)
+    sums : ndarray, shape (16, 9)
+        :data:`PHASE_SUMS` (upsample + conv) or :data:`TRANSPOSED_SUMS`.
 
     Returns
     -------
@@ -83,7 +96,7 @@ def phase_kernels(W):
     """
     xp = backend.get_array_module(W)
     o, c = W.shape[:2]
-    K = W.reshape(o * c, 9) @ _table(xp, W.dtype, PHASE_SUMS).T  # (O*C, 16): the tap sums
+    K = W.reshape(o * c, 9) @ _table(xp, W.dtype, sums).T  # (O*C, 16): the tap sums
     K = K.reshape(o, c, 2, 2, 2, 2).transpose(2, 3, 1, 4, 5, 0)  # (p, q, C, a, b, O)
     return xp.ascontiguousarray(K).reshape(2, 2, c, 4 * o)
 
@@ -112,7 +125,7 @@ def fold_phase_gradient(dK, out_channels):
     return (dK @ _table(xp, dK.dtype, PHASE_SUMS)).reshape(o, c, 3, 3)
 
 
-def subpixel_forward(x, W, bias, relu=False):
+def subpixel_forward(x, W, bias, relu=False, sums=PHASE_SUMS):
     """Nearest x2 upsample, 3x3 'same' conv, bias (and ReLU), as four 2x2 phase convolutions.
 
     A slice of the batch at a time (:func:`~scratchae.fast.conv.batch_chunks`):
@@ -126,6 +139,8 @@ def subpixel_forward(x, W, bias, relu=False):
     bias : ndarray, shape (O,)
     relu : bool
         Apply a ReLU to the result, in place.
+    sums : ndarray, shape (16, 9)
+        Which taps make the phase kernels (:func:`phase_kernels`).
 
     Returns
     -------
@@ -134,7 +149,7 @@ def subpixel_forward(x, W, bias, relu=False):
     xp = backend.get_array_module(x)
     n, h, w, c = x.shape
     o = W.shape[0]
-    K = phase_kernels(W).reshape(4 * c, 4 * o)             # (2*2*C, 4*O)
+    K = phase_kernels(W, sums).reshape(4 * c, 4 * o)       # (2*2*C, 4*O)
     y = xp.empty((n, h, 2, w, 2, o), dtype=x.dtype)    # (N, 2H, 2W, O), rows and columns split
     for part in batch_chunks(x, (h + 1) * (w + 1) * 4 * c):
         cols = im2col(x[part], (2, 2), PADS)               # (N'*(H+1)*(W+1), 4*C)
@@ -202,13 +217,52 @@ def subpixel_backward(x, dout, W, y=None, input_grad=True, window=True):
     if not window:
         return _backward_phases(x, dout, W, y, input_grad)
     xp = backend.get_array_module(dout)
+    o, c = W.shape[:2]
+    dK4, db, dx = window_backward(x, dout, window_kernel(W), 4, y, input_grad)
+    # each 3x3 tap was added into several 4x4 taps: its gradient sums theirs,
+    # dW[o, c, u, v] = sum_{r, s} B[r, u] B[s, v] dK4[(r, s, o), c]
+    dW = _table(xp, dout.dtype, WINDOW_SUMS).T @ dK4.reshape(16, o * c)  # (9, O*C)
+    return xp.ascontiguousarray(dW.T).reshape(o, c, 3, 3), db, dx
+
+
+def window_backward(x, dout, K, size, y=None, input_grad=True):
+    """The backward of an op whose input pixel (u, v) reaches the ``size`` x ``size``
+    block of rows and columns from 2u-1 and 2v-1 of its output, through ``K``.
+
+    The op's dx is then a ``size`` x ``size`` convolution with stride 2 of
+    dy padded by 1, and the im2col of that convolution (one copy of
+    strided windows of dy, a slice of the batch at a time) gives both
+    gradients::
+
+        dcols = im2col(pad(dy, 1), size x size, stride 2)   (N*H*W, size*size*O)
+        dL/dx = dcols @ K                                   (N*H*W, C)
+        dL/dK = dcols.T @ x                                 (size*size*O, C)
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, H, W, C), the forward input
+    dout : ndarray, shape (N, 2H, 2W, O), dL/dy
+    K : ndarray, shape (size*size*O, C)
+    size : int
+        4 for the sub-pixel convolution, 3 for the stride-2 transposed one.
+    y : ndarray, shape (N, 2H, 2W, O), optional
+        The forward output when a ReLU was applied: dL/dz = dout * (y > 0).
+    input_grad : bool
+
+    Returns
+    -------
+    dK : ndarray, shape (size*size*O, C)
+    db : ndarray, shape (O,)
+    dx : ndarray, shape (N, H, W, C), or None
+    """
+    xp = backend.get_array_module(dout)
     n, h, w, c = x.shape
-    o = W.shape[0]
-    K4 = window_kernel(W)
-    dK4 = xp.zeros((16 * o, c), dtype=dout.dtype)
+    o = dout.shape[-1]
+    taps = size * size
+    dK = xp.zeros((taps * o, c), dtype=dout.dtype)
     db = xp.zeros(o, dtype=dout.dtype)
     dx = xp.empty((n, h, w, c), dtype=dout.dtype) if input_grad else None
-    for part in batch_chunks(x, h * w * 16 * o):
+    for part in batch_chunks(x, h * w * taps * o):
         d_pad = workspace("pad", (part.stop - part.start, 2 * h + 2, 2 * w + 2, o), dout)
         d_pad[:, 0] = 0  # a border of zeros, then dL/dz (dout, masked by the ReLU) inside
         d_pad[:, -1] = 0
@@ -220,16 +274,13 @@ def subpixel_backward(x, dout, W, y=None, input_grad=True, window=True):
         else:
             xp.multiply(dout[part], y[part] > 0, out=d)  # dL/dz = dout where relu passed z
         db += d.sum(axis=(0, 1, 2))                      # dL/db: (O,)
-        windows = window_view(d_pad, (4, 4), (2, 2))     # (N', H, W, 4, 4, O): a view
-        dcols = workspace("cols", (windows.shape[0] * h * w, 16 * o), dout)
-        xp.copyto(dcols.reshape(windows.shape), windows)  # runs of 4*O numbers
-        dK4 += dcols.T @ x[part].reshape(-1, c)           # dL/dK4 = dcols.T @ x: (16*O, C)
+        windows = window_view(d_pad, (size, size), (2, 2))  # (N', H, W, size, size, O): a view
+        dcols = workspace("cols", (windows.shape[0] * h * w, taps * o), dout)
+        xp.copyto(dcols.reshape(windows.shape), windows)  # runs of size*O numbers
+        dK += dcols.T @ x[part].reshape(-1, c)            # dL/dK = dcols.T @ x: (size*size*O, C)
         if input_grad:
-            xp.matmul(dcols, K4, out=dx[part].reshape(-1, c))  # dL/dx = dcols @ K4: (N'*H*W, C)
-    # each 3x3 tap was added into several 4x4 taps: its gradient sums theirs,
-    # dW[o, c, u, v] = sum_{r, s} B[r, u] B[s, v] dK4[(r, s, o), c]
-    dW = _table(xp, dout.dtype, WINDOW_SUMS).T @ dK4.reshape(16, o * c)  # (9, O*C)
-    return xp.ascontiguousarray(dW.T).reshape(o, c, 3, 3), db, dx
+            xp.matmul(dcols, K, out=dx[part].reshape(-1, c))  # dL/dx = dcols @ K: (N'*H*W, C)
+    return dK, db, dx
 
 
 def _backward_phases(x, dout, W, y, input_grad):
