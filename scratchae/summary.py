@@ -50,6 +50,7 @@ OP_RULES = {
     "StridedConv": "strided_conv",
     "TransposedConv": "transposed_conv",
     "SubPixelTransposed": "subpixel_transposed",
+    "TransposedAsConv": "transposed_stride1",
     "Textbook": "textbook",
 }
 

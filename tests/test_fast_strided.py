@@ -15,7 +15,9 @@ from scratchae.fast import ops
 from scratchae.fast.strided import (
     StridedConv,
     SubPixelTransposed,
+    TransposedAsConv,
     TransposedConv,
+    is_stride1_transposed,
     is_subpixel_transposed,
     weight_gradient,
 )
@@ -40,6 +42,11 @@ def test_strided_conv(backend, cin, cout, kernel, stride, padding, shape, relu):
     layers = [Conv2D(cin, cout, kernel, stride=stride, padding=padding, dtype=F64, seed=0)]
     net = assert_same_as_textbook(_biased(Sequential(layers + [ReLU()] * relu)), _x(shape))
     assert [type(op) for op in net.ops] == [StridedConv] and net.ops[0].relu == relu
+    # 3x3 stride 2: dx as the x2 transposed convolution's four phases
+    assert net.ops[0].phase_dx == (kernel == 3 and stride == 2)
+    rules = tuple(r for r in fast_model.RULES if r != "subpixel_transposed")
+    assert not assert_same_as_textbook(layers and _biased(Sequential(layers + [ReLU()] * relu)),
+                                       _x(shape), rules=rules).ops[0].phase_dx
 
 
 @pytest.mark.parametrize("cin, cout, kernel, stride, padding, output_padding, shape", [
@@ -55,7 +62,8 @@ def test_transposed_conv(backend, cin, cout, kernel, stride, padding, output_pad
                          relu):
     layers = [ConvTranspose2D(cin, cout, kernel, stride=stride, padding=padding,
                               output_padding=output_padding, dtype=F64, seed=0)]
-    rules = tuple(r for r in fast_model.RULES if r != "subpixel_transposed")
+    rules = tuple(r for r in fast_model.RULES
+                  if r not in ("subpixel_transposed", "transposed_stride1"))
     net = assert_same_as_textbook(_biased(Sequential(layers + [ReLU()] * relu)), _x(shape),
                                   rules=rules)
     assert [type(op) for op in net.ops] == [TransposedConv] and net.ops[0].relu == relu
@@ -75,6 +83,28 @@ def test_subpixel_transposed(backend, cin, cout, shape, relu):
     net = assert_same_as_textbook(_biased(Sequential([layer] + [ReLU()] * relu)), _x(shape))
     assert [type(op) for op in net.ops] == [SubPixelTransposed] and net.ops[0].relu == relu
     assert "SubPixelTransposed(x2" in repr(net)
+
+
+@pytest.mark.parametrize("cin, cout, kernel, padding, shape", [
+    (3, 1, 3, 1, (2, 3, 5, 4)),          # the conv VAE's last layer: O < C, odd sizes
+    (2, 4, (3, 2), 0, (2, 2, 4, 3)),     # non-square, no crop: the full output, larger
+    (4, 3, (2, 3), 1, (3, 4, 3, 5)),     # crop 1 of a 2-tall kernel
+    (3, 2, 5, 4, (1, 3, 6, 7)),          # crop K - 1: the convolution has no padding
+])
+@pytest.mark.parametrize("relu", [False, True])
+def test_stride1_transposed_as_conv(backend, cin, cout, kernel, padding, shape, relu):
+    """A stride-1 ConvTranspose2D as the Conv2D it equals (kernel turned, channels swapped)."""
+    layer = ConvTranspose2D(cin, cout, kernel, padding=padding, dtype=F64, seed=0)
+    net = assert_same_as_textbook(_biased(Sequential([layer] + [ReLU()] * relu)), _x(shape))
+    assert [type(op) for op in net.ops] == [TransposedAsConv] and net.ops[0].relu == relu
+
+
+@pytest.mark.parametrize("kernel, padding, fits", [
+    (3, 1, True), (3, 2, True), (3, 3, False), ((3, 2), 1, True), ((3, 2), 2, False),
+])
+def test_which_stride1_transposed_convs_are_convs(kernel, padding, fits):
+    assert is_stride1_transposed(ConvTranspose2D(2, 3, kernel, padding=padding, seed=0)) == fits
+    assert not is_stride1_transposed(ConvTranspose2D(2, 3, kernel, stride=2, padding=1, seed=0))
 
 
 @pytest.mark.parametrize("kernel, stride, padding, output_padding, fits", [
@@ -104,7 +134,7 @@ def test_the_conv_vae_parts_with_workers(backend, monkeypatch):
     assert_same_as_textbook(_biased(model.encoder), rng.uniform(size=(5, 1, 28, 28)), workers)
     net = assert_same_as_textbook(_biased(model.decoder), rng.standard_normal((5, 3)), workers)
     assert [type(op).__name__ for op in net.ops] == [
-        "Dense", "Reshape", "SubPixelTransposed", "SubPixelTransposed", "TransposedConv"]
+        "Dense", "Reshape", "SubPixelTransposed", "SubPixelTransposed", "TransposedAsConv"]
 
 
 def test_no_dx_for_a_first_strided_layer(backend):

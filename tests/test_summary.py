@@ -111,7 +111,7 @@ def test_compiled_models_name_each_layer_s_rule():
         "strided_conv (no dx)", "fused_relu", "strided_conv", "fused_relu", "reshape", "dense",
         "fused_relu", "dense", None,  # the sampler
         "dense", "fused_relu", "reshape", "subpixel_transposed", "fused_relu",
-        "subpixel_transposed", "fused_relu", "transposed_conv"]
+        "subpixel_transposed", "fused_relu", "transposed_stride1"]
     assert str(summary).splitlines()[1].rstrip().endswith("fast rule")
     sdae = fast.compile(StackedDenoisingAutoencoder((30, 20)).classifier).summary()
     assert [row.rule for row in sdae.rows] == [

@@ -549,7 +549,8 @@ def test_compiled_conv_vae_is_the_same_function(backend):
     StridedConv / TransposedConv ops; output, loss, dx and every gradient as the textbook's."""
     model = small_conv_vae(latent=2, seed=3)
     net = model.compiled(lambda part, input_grad: fast.compile(part, input_grad=True, workers=1))
-    assert "StridedConv" in repr(net.encoder) and "TransposedConv" in repr(net.decoder)
+    assert "StridedConv" in repr(net.encoder) and "SubPixelTransposed" in repr(net.decoder)
+    assert "TransposedAsConv" in repr(net.decoder)
     assert "Textbook" not in repr(net.encoder) + repr(net.decoder)
     x = images(np.random.default_rng(23), 3)
     rec = BernoulliNLL()
@@ -588,7 +589,7 @@ def test_conv_vae_demo_runs_a_few_batches(tmp_path):
     lines = result.stdout.strip().splitlines()
     assert VAE_SUMMARY.match(lines[-1]), result.stdout
     assert lines[0] == "conv_vae: input (1, 28, 28), float32"  # --summary comes first
-    assert "134,165" in result.stdout and "transposed_conv" in result.stdout
+    assert "134,165" in result.stdout and "subpixel_transposed" in result.stdout
     for name in ("conv_vae", "conv_vae_samples", "conv_vae_interpolations", "conv_vae_latent",
                  "conv_vae_manifold", "conv_vae_loss"):
         assert (tmp_path / f"{name}.png").read_bytes()[:4] == b"\x89PNG", name
@@ -640,8 +641,9 @@ def test_a_compiled_vae_splits_both_parts_as_its_decoder():
     assert net.encoder.workers_for((128, 1, 28, 28)) == 2  # as the decoder
     assert net.encoder.workers_for((1, 1, 28, 28)) == 1    # never more than the batch
     assert net.workers_for((128, 1, 28, 28)) == 2
-    small = fast.compile(model, workers=2)
-    assert small.decoder.workers_for((16, 2)) == 1 and small.encoder.workers_for((16, 1, 28, 28)) == 1
+    small = fast.compile(model, workers=2)  # batch 16: too little work for the decoder
+    assert small.decoder.workers_for((16, 2)) == 1
+    assert small.encoder.workers_for((16, 1, 28, 28)) == 1
     assert fast.compile(model, workers=1).workers_for((128, 1, 28, 28)) == 1
     assert fast.compile(vae(), workers=2).workers_for((128, 1, 28, 28)) == 1  # too little work
 

@@ -30,7 +30,9 @@ reshape        Flatten, Reshape((C, H, W))         ``Flatten``, ``Reshape``
 ``strided_conv``, any other Conv2D [+ ReLU] -> ``StridedConv``;
 ``subpixel_transposed``, ConvTranspose2D 3x3 stride 2 padding 1
 output_padding 1 [+ ReLU] -> ``SubPixelTransposed``, four 2x2 phase
-convolutions of the small input; and ``transposed_conv``, any other
+convolutions of the small input; ``transposed_stride1``, ConvTranspose2D
+at stride 1 -> ``TransposedAsConv``, the convolution it equals (kernel
+turned by 180 degrees); and ``transposed_conv``, any other
 ConvTranspose2D [+ ReLU] -> ``TransposedConv``)
 
 and two rules about the whole model: the first op with parameters skips
@@ -113,7 +115,7 @@ def _pools_whole(built, first, shapes, layers):
 #: (to measure what each one gains, ``benchmarks/throughput.py --without``).
 RULES = ("subpixel", "window_grad", "conv", "maxpool", "relu_pool", "fused_relu", "dense",
          "upsample", "reshape", "conv_pool", "fused_sigmoid", "strided_conv", "transposed_conv",
-         "subpixel_transposed")
+         "subpixel_transposed", "transposed_stride1")
 
 
 def _rewrite(layers, i, shape, rules):
@@ -135,10 +137,15 @@ def _rewrite(layers, i, shape, rules):
         return ops.Conv(layer, _keys(i, layer), relu=relu), 1 + relu
     if "strided_conv" in rules and isinstance(layer, Conv2D):  # any other Conv2D (fast/strided.py)
         relu = relu_next and not pool_next
-        return strided.StridedConv(layer, _keys(i, layer), relu=relu), 1 + relu
+        return strided.StridedConv(layer, _keys(i, layer), relu=relu,
+                                   phase_dx="subpixel_transposed" in rules), 1 + relu
     if ("subpixel_transposed" in rules and isinstance(layer, ConvTranspose2D)
             and strided.is_subpixel_transposed(layer)):
         return (strided.SubPixelTransposed(layer, _keys(i, layer), relu=relu_next),
+                1 + relu_next)
+    if ("transposed_stride1" in rules and isinstance(layer, ConvTranspose2D)
+            and strided.is_stride1_transposed(layer)):
+        return (strided.TransposedAsConv(layer, _keys(i, layer), relu=relu_next),
                 1 + relu_next)
     if "transposed_conv" in rules and isinstance(layer, ConvTranspose2D):
         return strided.TransposedConv(layer, _keys(i, layer), relu=relu_next), 1 + relu_next

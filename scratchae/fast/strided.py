@@ -25,7 +25,7 @@ with parameters skips dL/dx.
 
 from .. import backend
 from ..layers.conv import col2im, im2col
-from .conv import pad
+from .conv import conv_backward, conv_forward, pad
 from .ops import Op, relu_, relu_backward
 from .subpixel import TRANSPOSED_SUMS, subpixel_forward, window_backward
 
@@ -52,15 +52,17 @@ class StridedConv(Op):
     Backward: ``dW = (dout.T @ cols).T``; ``dx = col2im(dout @ W_mat.T)``.
     """
 
-    def __init__(self, conv, keys, relu=False, input_grad=True):
+    def __init__(self, conv, keys, relu=False, input_grad=True, phase_dx=False):
         super().__init__([conv], keys, input_grad)
         self.relu = relu
+        self.phase_dx = phase_dx and conv.kernel_size == (3, 3) and conv.stride == (2, 2)
 
     def __repr__(self):
         conv = self.layers[0]
         (kh, kw), (sh, sw) = conv.kernel_size, conv.stride
+        phases = ", phase dx" if self.phase_dx and self.input_grad else ""
         return (f"StridedConv({conv.in_channels}->{conv.out_channels}, {kh}x{kw}, "
-                f"stride {sh}x{sw}, padding={conv.padding!r}{self._relu()})")
+                f"stride {sh}x{sw}, padding={conv.padding!r}{self._relu()}{phases})")
 
     def _W_mat(self):
         """``W`` (O, C, KH, KW) as W_mat (KH*KW*C, O), rows in im2col's (p, q, c) order."""
@@ -96,10 +98,18 @@ class StridedConv(Op):
                       "b": d.sum(axis=0)}
         if not self.input_grad:
             return None
-        dcols = d @ self._W_mat().T  # dL/dcols = dout @ W_mat.T   (N*OH*OW, KH*KW*C)
-        dx_pad = col2im(dcols, padded_shape, conv.kernel_size, conv.stride)
         n, h, w, _ = x_shape
         (top, _), (left, _) = conv.pads(h, w)
+        if self.phase_dx and top == left == 1:
+            # dx is the x2 transposed convolution of dz with the same W (O, C, 3, 3) in
+            # its (in, out) layout: four 2x2 phase convolutions (SubPixelTransposed),
+            # 2*OH x 2*OW, of which the H x W inside the padding are dx.
+            xp = backend.get_array_module(d)
+            dx2 = subpixel_forward(d.reshape(dout.shape), self.params["W"].transpose(1, 0, 2, 3),
+                                   xp.zeros(c, dtype=d.dtype), sums=TRANSPOSED_SUMS)
+            return dx2 if dx2.shape == x_shape else dx2[:, :h, :w].copy()
+        dcols = d @ self._W_mat().T  # dL/dcols = dout @ W_mat.T   (N*OH*OW, KH*KW*C)
+        dx_pad = col2im(dcols, padded_shape, conv.kernel_size, conv.stride)
         if dx_pad.shape == x_shape:
             return dx_pad
         return dx_pad[:, top:top + h, left:left + w].copy()  # padding gets no gradient
@@ -216,4 +226,66 @@ class SubPixelTransposed(Op):
         dK, db, dx = window_backward(x, dout, K, 3, y, self.input_grad)
         self.grads = {"W": xp.ascontiguousarray(dK.reshape(3, 3, o, c).transpose(3, 2, 0, 1)),
                       "b": db}
+        return dx
+
+
+def is_stride1_transposed(layer):
+    """True for a ConvTranspose2D at stride 1 that crops less than its kernel
+    (padding p < KH, KW): :class:`TransposedAsConv` computes it."""
+    kh, kw = layer.kernel_size
+    return layer.stride == (1, 1) and layer.padding < min(kh, kw)
+
+
+class TransposedAsConv(Op):
+    """ConvTranspose2D at stride 1 (+ ReLU) as the stride-1 convolution it equals
+    (rule ``transposed_stride1``), computed by section 3's ``conv`` op functions.
+
+    At stride 1 the transposed convolution reads input pixel i + p - u
+    through tap u; a convolution padded by P = K - 1 - p reads i + r - P.
+    With r = K - 1 - u they are the same sum, so::
+
+        ConvTranspose2D(x; W, padding p) = Conv2D(x; W', padding K - 1 - p)
+        W'[o, c, r, s] = W[c, o, K - 1 - r, K - 1 - s]
+
+    the kernel turned by 180 degrees and its two channel axes swapped (a
+    view of the layer's own ``W``); dL/dW is dL/dW' turned back.
+    """
+
+    def __init__(self, layer, keys, relu=False, input_grad=True):
+        super().__init__([layer], keys, input_grad)
+        self.relu = relu
+
+    def __repr__(self):
+        t = self.layers[0]
+        (kh, kw) = t.kernel_size
+        return (f"TransposedAsConv({t.in_channels}->{t.out_channels}, {kh}x{kw}, "
+                f"padding={t.padding}{self._relu()})")
+
+    def _W4_and_pads(self):
+        """W' as (KH, KW, C, O) (a view of ``W`` (C, O, KH, KW)), and the conv's padding."""
+        t = self.layers[0]
+        (kh, kw), p = t.kernel_size, t.padding
+        W4 = self.params["W"][:, :, ::-1, ::-1].transpose(2, 3, 0, 1)
+        return W4, ((kh - 1 - p, kh - 1 - p), (kw - 1 - p, kw - 1 - p))
+
+    def forward(self, x):
+        """x : (N, H, W, C) -> y : (N, OH, OW, O)"""
+        W4, pads = self._W4_and_pads()
+        y = conv_forward(x, W4, pads)
+        y += self.params["b"]
+        if self.relu:
+            relu_(y)
+        self._cache = (x, y if self.relu else None)
+        return y
+
+    def backward(self, dout):
+        """dout : (N, OH, OW, O) -> dx : (N, H, W, C) or None"""
+        x, y = self._cached()
+        d = relu_backward(dout, y) if self.relu else dout
+        xp = backend.get_array_module(d)
+        W4, pads = self._W4_and_pads()
+        dW4, dx = conv_backward(x, d, W4, pads, self.input_grad)
+        # dL/dW[c, o, u, v] = dL/dW'[o, c, K-1-u, K-1-v] = dW4[K-1-u, K-1-v, c, o]
+        self.grads = {"W": xp.ascontiguousarray(dW4.transpose(2, 3, 0, 1)[:, :, ::-1, ::-1]),
+                      "b": d.reshape(-1, d.shape[-1]).sum(axis=0)}
         return dx
