@@ -36,9 +36,12 @@ from .. import backend
 from ..layers.base import conv_output_size
 from ..layers.conv import window_view
 
-#: How many numbers of an im2col matrix to build at once on the CPU (8 MB
-#: of float32). Measured: 8 MB no slower than 4 MB, faster than 16 MB.
-CHUNK_ELEMENTS = 2**21
+#: How many numbers of an im2col matrix to build at once on the CPU (2 MB
+#: of float32, one core's L2 cache here). Measured: 8 MB no slower than 4 MB,
+#: faster than 16 MB; then 2 MB against 8 MB, two workers: the conv VAE's step
+#: 65.3-65.4 against 71.2-71.7 ms, the conv denoiser's 141-152 against 150-155 ms
+#: (five alternating runs), 1 MB and 1/2 MB no better.
+CHUNK_ELEMENTS = 2**19
 
 _WORKSPACES = threading.local()  # one set of scratch buffers per thread
 
