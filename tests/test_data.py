@@ -420,3 +420,14 @@ def test_build_sample_cli(tmp_path, capsys):
     assert "10 train / 10 test" in capsys.readouterr().out
     with np.load(out) as z:
         assert z["train_images"].shape == (10, 28, 28)
+
+
+def test_float_images_are_the_textbook_division():
+    """Every byte value maps to the float32 that ``astype(float32) / 255.0`` gives."""
+    from scratchae.data import _to_float_images
+
+    images = np.arange(256, dtype=np.uint8).reshape(1, 16, 16).repeat(2, axis=0)
+    out = _to_float_images(images)
+    assert out.dtype == np.float32 and out.shape == (2, 1, 16, 16)
+    np.testing.assert_array_equal(out, (images.astype(np.float32) / 255.0)[:, None])
+    assert out.min() == 0.0 and out.max() == 1.0
