@@ -25,9 +25,9 @@ with parameters skips dL/dx.
 
 from .. import backend
 from ..layers.conv import col2im, im2col
-from .conv import conv_backward, conv_forward, pad
+from .conv import batch_chunks, conv_backward, conv_forward, pad, workspace
 from .ops import Op, relu_, relu_backward
-from .subpixel import TRANSPOSED_SUMS, subpixel_forward, window_backward
+from .subpixel import window_backward
 
 
 def weight_gradient(a, d):
@@ -102,11 +102,9 @@ class StridedConv(Op):
         (top, _), (left, _) = conv.pads(h, w)
         if self.phase_dx and top == left == 1:
             # dx is the x2 transposed convolution of dz with the same W (O, C, 3, 3) in
-            # its (in, out) layout: four 2x2 phase convolutions (SubPixelTransposed),
-            # 2*OH x 2*OW, of which the H x W inside the padding are dx.
-            xp = backend.get_array_module(d)
-            dx2 = subpixel_forward(d.reshape(dout.shape), self.params["W"].transpose(1, 0, 2, 3),
-                                   xp.zeros(c, dtype=d.dtype), sums=TRANSPOSED_SUMS)
+            # its (in, out) layout (phase_forward), 2*OH x 2*OW, of which the H x W
+            # inside the padding are dx.
+            dx2 = phase_forward(d.reshape(dout.shape), self.params["W"])
             return dx2 if dx2.shape == x_shape else dx2[:, :h, :w].copy()
         dcols = d @ self._W_mat().T  # dL/dcols = dout @ W_mat.T   (N*OH*OW, KH*KW*C)
         dx_pad = col2im(dcols, padded_shape, conv.kernel_size, conv.stride)
@@ -178,6 +176,59 @@ class TransposedConv(Op):
         return (dcols @ self._W_mat().T).reshape(n, h, w, c)  # dL/dx_rows = dcols @ W_mat.T
 
 
+def phase_forward(x, W, bias=None, relu=False):
+    """ConvTranspose2D 3x3, stride 2, padding 1, output_padding 1, phase by phase.
+
+    Input pixel i reaches output rows 2i - 1 + u through tap u, so the even
+    row 2i takes tap 1 of x[i], and the odd row 2i + 1 takes tap 2 of x[i]
+    and tap 0 of x[i + 1] (in 2-D, the four phases (a, b) of the output take
+    1, 2, 2 and 4 taps). A slice of the batch at a time: one GEMM gives
+    every input pixel's nine taps, ``Z = x_rows @ W_mat`` (the layer's own
+    multiply-adds), and each phase adds its taps, shifted by 0 or 1 pixel,
+    straight into its pixels of y with the bias, while the slice is in the
+    cache. No zeroed full-size output, no scatter, no crop.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, H, W, C), C-contiguous
+    W : ndarray, shape (C, O, 3, 3), a ``ConvTranspose2D`` weight
+    bias : ndarray, shape (O,), optional
+    relu : bool
+        Apply a ReLU to the result, in place.
+
+    Returns
+    -------
+    y : ndarray, shape (N, 2H, 2W, O), a new C-contiguous array
+    """
+    xp = backend.get_array_module(x)
+    n, h, w, c = x.shape
+    o = W.shape[1]
+    W_mat = xp.ascontiguousarray(W.transpose(0, 2, 3, 1)).reshape(c, 9 * o)  # (C, (u, v, O))
+    y = xp.empty((n, h, 2, w, 2, o), dtype=x.dtype)  # (N, 2H, 2W, O), rows and columns split
+    for part in batch_chunks(x, h * w * 9 * o):
+        Z = workspace("taps", ((part.stop - part.start) * h * w, 9 * o), x)
+        xp.matmul(x[part].reshape(-1, c), W_mat, out=Z)  # every pixel's nine taps
+        Z = Z.reshape(-1, h, w, 3, 3, o)                  # (N', H, W, u, v, O)
+        y_part = y[part]
+        # phase (a, b): y[2i + a, 2j + b]; tap 1 from row i when a = 0; taps 2 from
+        # row i and 0 from row i + 1 when a = 1 (the same for columns and b)
+        for a, b, first in ((0, 0, (1, 1)), (0, 1, (1, 2)), (1, 0, (2, 1)), (1, 1, (2, 2))):
+            phase = y_part[:, :, a, :, b]
+            if bias is None:
+                xp.copyto(phase, Z[:, :, :, first[0], first[1]])
+            else:
+                xp.add(Z[:, :, :, first[0], first[1]], bias, out=phase)
+            if b:
+                phase[:, :, :-1] += Z[:, :, 1:, first[0], 0]   # tap (., 0) of x[i, j + 1]
+            if a:
+                phase[:, :-1] += Z[:, 1:, :, 0, first[1]]      # tap (0, .) of x[i + 1, j]
+            if a and b:
+                phase[:, :-1, :-1] += Z[:, 1:, 1:, 0, 0]       # tap (0, 0) of x[i + 1, j + 1]
+        if relu:
+            xp.maximum(y_part, 0, out=y_part)
+    return y.reshape(n, 2 * h, 2 * w, o)
+
+
 def is_subpixel_transposed(layer):
     """True for the x2 transposed convolution that :class:`SubPixelTransposed` computes:
     3x3 kernel, stride 2, padding 1, output_padding 1 (output 2H x 2W)."""
@@ -186,18 +237,19 @@ def is_subpixel_transposed(layer):
 
 
 class SubPixelTransposed(Op):
-    """ConvTranspose2D 3x3, stride 2, padding 1, output_padding 1 (+ ReLU) as four
-    2x2 phase convolutions of its input (rule ``subpixel_transposed``).
+    """ConvTranspose2D 3x3, stride 2, padding 1, output_padding 1 (+ ReLU), phase by
+    phase (rule ``subpixel_transposed``).
 
     The layer's output pixel (2i + a, 2j + b) takes taps of W from at most
     the 2x2 input pixels (i..i+1, j..j+1): each phase (a, b) is a 2x2
-    convolution of the small input, the sub-pixel convolution of
-    :mod:`scratchae.fast.subpixel` with the taps of
-    :data:`~scratchae.fast.subpixel.TRANSPOSED_SUMS` (section 12 of
-    ``docs/fast.md``). Its backward is the convolution the transposed one
-    is the adjoint of: a stride-2 3x3 im2col of dy gives dx and dW
-    (:func:`~scratchae.fast.subpixel.window_backward`). Neither the 9x
-    wider ``cols`` of the forward nor its col2im scatter is made.
+    convolution of the small input, with single taps where
+    :mod:`scratchae.fast.subpixel` has sums (section 12 of ``docs/fast.md``).
+    The forward (:func:`phase_forward`) puts each phase's taps straight into
+    place, a cache-sized slice of the batch at a time. Its backward is the
+    convolution the transposed one is the adjoint of: a stride-2 3x3
+    im2col of dy gives dx and dW
+    (:func:`~scratchae.fast.subpixel.window_backward`). No full-size
+    9-tap matrix, no col2im scatter onto a zeroed output, no crop.
     """
 
     def __init__(self, layer, keys, relu=False, input_grad=True):
@@ -210,8 +262,7 @@ class SubPixelTransposed(Op):
 
     def forward(self, x):
         """x : (N, H, W, C) -> y : (N, 2H, 2W, O)"""
-        W = self.params["W"].transpose(1, 0, 2, 3)  # (C, O, 3, 3) -> a Conv2D's (O, C, 3, 3)
-        y = subpixel_forward(x, W, self.params["b"], relu=self.relu, sums=TRANSPOSED_SUMS)
+        y = phase_forward(x, self.params["W"], self.params["b"], relu=self.relu)
         self._cache = (x, y if self.relu else None)
         return y
 

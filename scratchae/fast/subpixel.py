@@ -56,16 +56,6 @@ WINDOW_TAPS = np.array([[0, 0, 1], [0, 1, 1], [1, 1, 0], [1, 0, 0]])
 PHASE_SUMS = np.einsum("apu,bqv->pqabuv", TAPS, TAPS).reshape(16, 9)
 WINDOW_SUMS = np.einsum("ru,sv->rsuv", WINDOW_TAPS, WINDOW_TAPS).reshape(16, 9)
 
-#: The same table for a ConvTranspose2D (3x3, stride 2, padding 1,
-#: output_padding 1), whose input pixel i reaches output rows 2i - 1 + u:
-#: the even row 2i takes tap 1 of x[i]; the odd row 2i + 1 takes tap 2 of
-#: x[i] and tap 0 of x[i + 1]. In the window (x[i + a - 1], x[i + a]) that
-#: phase a reads, T[a, p, u] = 1 when tap u lands on window row p. Each
-#: phase uses its own taps (none summed), seven of the 16 blocks are 0.
-TRANSPOSED_TAPS = np.array([[[0, 0, 0], [0, 1, 0]],
-                            [[0, 0, 1], [1, 0, 0]]])
-TRANSPOSED_SUMS = np.einsum("apu,bqv->pqabuv", TRANSPOSED_TAPS, TRANSPOSED_TAPS).reshape(16, 9)
-
 PADS = ((1, 1), (1, 1))  # the 2x2 phase convolution reads the input padded by 1
 
 _ON_DEVICE = {}
@@ -79,15 +69,12 @@ def _table(xp, dtype, table):
     return _ON_DEVICE[key][1]
 
 
-def phase_kernels(W, sums=PHASE_SUMS):
+def phase_kernels(W):
     """The four 2x2 phase kernels of a 3x3 kernel, stacked as output channels.
 
     Parameters
     ----------
-    W : ndarray, shape (O, C, 3, 3), a ``Conv2D`` weight (or a
-        ``ConvTranspose2D`` weight with its first two axes swapped)
-    sums : ndarray, shape (16, 9)
-        :data:`PHASE_SUMS` (upsample + conv) or :data:`TRANSPOSED_SUMS`.
+    W : ndarray, shape (O, C, 3, 3), a ``Conv2D`` weight
 
     Returns
     -------
@@ -96,7 +83,7 @@ def phase_kernels(W, sums=PHASE_SUMS):
     """
     xp = backend.get_array_module(W)
     o, c = W.shape[:2]
-    K = W.reshape(o * c, 9) @ _table(xp, W.dtype, sums).T  # (O*C, 16): the tap sums
+    K = W.reshape(o * c, 9) @ _table(xp, W.dtype, PHASE_SUMS).T  # (O*C, 16): the tap sums
     K = K.reshape(o, c, 2, 2, 2, 2).transpose(2, 3, 1, 4, 5, 0)  # (p, q, C, a, b, O)
     return xp.ascontiguousarray(K).reshape(2, 2, c, 4 * o)
 
@@ -125,7 +112,7 @@ def fold_phase_gradient(dK, out_channels):
     return (dK @ _table(xp, dK.dtype, PHASE_SUMS)).reshape(o, c, 3, 3)
 
 
-def subpixel_forward(x, W, bias, relu=False, sums=PHASE_SUMS):
+def subpixel_forward(x, W, bias, relu=False):
     """Nearest x2 upsample, 3x3 'same' conv, bias (and ReLU), as four 2x2 phase convolutions.
 
     A slice of the batch at a time (:func:`~scratchae.fast.conv.batch_chunks`):
@@ -139,8 +126,6 @@ def subpixel_forward(x, W, bias, relu=False, sums=PHASE_SUMS):
     bias : ndarray, shape (O,)
     relu : bool
         Apply a ReLU to the result, in place.
-    sums : ndarray, shape (16, 9)
-        Which taps make the phase kernels (:func:`phase_kernels`).
 
     Returns
     -------
@@ -149,7 +134,7 @@ def subpixel_forward(x, W, bias, relu=False, sums=PHASE_SUMS):
     xp = backend.get_array_module(x)
     n, h, w, c = x.shape
     o = W.shape[0]
-    K = phase_kernels(W, sums).reshape(4 * c, 4 * o)       # (2*2*C, 4*O)
+    K = phase_kernels(W).reshape(4 * c, 4 * o)             # (2*2*C, 4*O)
     y = xp.empty((n, h, 2, w, 2, o), dtype=x.dtype)    # (N, 2H, 2W, O), rows and columns split
     for part in batch_chunks(x, (h + 1) * (w + 1) * 4 * c):
         cols = im2col(x[part], (2, 2), PADS)               # (N'*(H+1)*(W+1), 4*C)
