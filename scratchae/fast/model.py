@@ -29,8 +29,8 @@ reshape        Flatten, Reshape((C, H, W))         ``Flatten``, ``Reshape``
 (and, before "anything else", the rules of :mod:`scratchae.fast.strided`:
 ``strided_conv``, any other Conv2D [+ ReLU] -> ``StridedConv``;
 ``subpixel_transposed``, ConvTranspose2D 3x3 stride 2 padding 1
-output_padding 1 [+ ReLU] -> ``SubPixelTransposed``, four 2x2 phase
-convolutions of the small input; ``transposed_stride1``, ConvTranspose2D
+output_padding 1 [+ ReLU] -> ``SubPixelTransposed``, each output phase
+from its own taps of the small input; ``transposed_stride1``, ConvTranspose2D
 at stride 1 -> ``TransposedAsConv``, the convolution it equals (kernel
 turned by 180 degrees); and ``transposed_conv``, any other
 ConvTranspose2D [+ ReLU] -> ``TransposedConv``)
