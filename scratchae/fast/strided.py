@@ -211,19 +211,19 @@ def phase_forward(x, W, bias=None, relu=False):
         Z = Z.reshape(-1, h, w, 3, 3, o)                  # (N', H, W, u, v, O)
         y_part = y[part]
         # phase (a, b): y[2i + a, 2j + b]; tap 1 from row i when a = 0; taps 2 from
-        # row i and 0 from row i + 1 when a = 1 (the same for columns and b)
-        for a, b, first in ((0, 0, (1, 1)), (0, 1, (1, 2)), (1, 0, (2, 1)), (1, 1, (2, 2))):
-            phase = y_part[:, :, a, :, b]
+        # row i and 0 from row i + 1 when a = 1 (the same for columns and b). Both
+        # phases of a row, (a, 0) and (a, 1), are written together: their taps
+        # (u, 1) and (u, 2) are neighbours in Z, and their pixels in y.
+        for a, u in ((0, 1), (1, 2)):
+            row = y_part[:, :, a]                          # (N', H, W, 2, O)
             if bias is None:
-                xp.copyto(phase, Z[:, :, :, first[0], first[1]])
+                xp.copyto(row, Z[:, :, :, u, 1:])          # taps (u, 1), (u, 2) of x[i, j]
             else:
-                xp.add(Z[:, :, :, first[0], first[1]], bias, out=phase)
-            if b:
-                phase[:, :, :-1] += Z[:, :, 1:, first[0], 0]   # tap (., 0) of x[i, j + 1]
+                xp.add(Z[:, :, :, u, 1:], bias, out=row)
+            row[:, :, :-1, 1] += Z[:, :, 1:, u, 0]         # tap (u, 0) of x[i, j + 1]
             if a:
-                phase[:, :-1] += Z[:, 1:, :, 0, first[1]]      # tap (0, .) of x[i + 1, j]
-            if a and b:
-                phase[:, :-1, :-1] += Z[:, 1:, 1:, 0, 0]       # tap (0, 0) of x[i + 1, j + 1]
+                row[:, :-1] += Z[:, 1:, :, 0, 1:]          # taps (0, 1), (0, 2) of x[i + 1, j]
+                row[:, :-1, :-1, 1] += Z[:, 1:, 1:, 0, 0]  # tap (0, 0) of x[i + 1, j + 1]
         if relu:
             xp.maximum(y_part, 0, out=y_part)
     return y.reshape(n, 2 * h, 2 * w, o)
