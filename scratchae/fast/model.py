@@ -308,8 +308,6 @@ class FastSequential:
         a small model's step is mostly BLAS calls, which use every core anyway.
         When ``split_with`` is set, it decides instead (at most ``workers``).
         """
-        if self.workers == 1:
-            return 1
         if self.split_with is not None:
             return max(1, min(self.workers, batch_shape[0], self.split_with(batch_shape[0])))
         return self.own_split(batch_shape)

@@ -90,16 +90,54 @@ def sigmoid_backward(dout, y):
     return d
 
 
-class Conv(Op):
+class StrideOneConv(Op):
+    """A stride-1 convolution by :mod:`scratchae.fast.conv`'s functions, with an optional
+    ReLU after it: what ``Conv`` and ``strided.TransposedAsConv`` share.
+
+    A subclass says how its layer's ``W`` reads as a conv kernel W4 (KH, KW, C, O)
+    and with which padding (:meth:`_kernel`), and how dL/dW4 goes back to the
+    layer's ``W`` (:meth:`_weight_grad`).
+    """
+
+    def __init__(self, layer, keys, relu=False, input_grad=True):
+        super().__init__([layer], keys, input_grad)
+        self.relu = relu
+
+    def _kernel(self, h, w):
+        """W4 (KH, KW, C, O), a view of ``W``, and the pads for an H x W input."""
+        raise NotImplementedError
+
+    def _weight_grad(self, dW4):
+        """dL/dW in the layer's layout from dL/dW4 (KH, KW, C, O)."""
+        raise NotImplementedError
+
+    def forward(self, x):
+        """x : (N, H, W, C) -> y : (N, OH, OW, O)"""
+        W4, pads = self._kernel(*x.shape[1:3])
+        y = conv_forward(x, W4, pads)
+        y += self.params["b"]
+        if self.relu:
+            relu_(y)
+        self._cache = (x, y if self.relu else None)
+        return y
+
+    def backward(self, dout):
+        """dout : (N, OH, OW, O) -> dx : (N, H, W, C) or None"""
+        x, y = self._cached()
+        d = relu_backward(dout, y) if self.relu else dout
+        W4, pads = self._kernel(*x.shape[1:3])
+        dW4, dx = conv_backward(x, d, W4, pads, self.input_grad)
+        self.grads = {"W": backend.get_array_module(d).ascontiguousarray(self._weight_grad(dW4)),
+                      "b": d.reshape(-1, d.shape[-1]).sum(axis=0)}
+        return dx
+
+
+class Conv(StrideOneConv):
     """Conv2D at stride 1 with padding smaller than the kernel, with an optional ReLU after it.
 
     Rules: multiply-first / flipped-kernel dx / im2col slices
     (:mod:`scratchae.fast.conv`), bias and ReLU applied in place.
     """
-
-    def __init__(self, conv, keys, relu=False, input_grad=True):
-        super().__init__([conv], keys, input_grad)
-        self.relu = relu
 
     def __repr__(self):
         conv = self.layers[0]
@@ -107,27 +145,11 @@ class Conv(Op):
         return (f"Conv({conv.in_channels}->{conv.out_channels}, {kh}x{kw}, "
                 f"padding={conv.padding!r}{self._relu()})")
 
-    def forward(self, x):
-        """x : (N, H, W, C) -> y : (N, OH, OW, O)"""
-        conv = self.layers[0]
-        pads = conv.pads(*x.shape[1:3])
-        y = conv_forward(x, self.params["W"].transpose(2, 3, 1, 0), pads)
-        y += self.params["b"]
-        if self.relu:
-            relu_(y)
-        self._cache = (x, y if self.relu else None, pads)
-        return y
+    def _kernel(self, h, w):
+        return self.params["W"].transpose(2, 3, 1, 0), self.layers[0].pads(h, w)  # (O, C, KH, KW)
 
-    def backward(self, dout):
-        """dout : (N, OH, OW, O) -> dx : (N, H, W, C) or None"""
-        x, y, pads = self._cached()
-        d = relu_backward(dout, y) if self.relu else dout
-        xp = backend.get_array_module(d)
-        W = self.params["W"]
-        dW4, dx = conv_backward(x, d, W.transpose(2, 3, 1, 0), pads, self.input_grad)
-        self.grads = {"W": xp.ascontiguousarray(dW4.transpose(3, 2, 0, 1)),
-                      "b": d.reshape(-1, d.shape[-1]).sum(axis=0)}
-        return dx
+    def _weight_grad(self, dW4):
+        return dW4.transpose(3, 2, 0, 1)
 
 
 class SubPixelConv(Op):

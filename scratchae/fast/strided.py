@@ -25,8 +25,8 @@ with parameters skips dL/dx.
 
 from .. import backend
 from ..layers.conv import col2im, im2col
-from .conv import batch_chunks, conv_backward, conv_forward, pad, workspace
-from .ops import Op, relu_, relu_backward
+from .conv import batch_chunks, pad, workspace
+from .ops import Op, StrideOneConv, relu_, relu_backward
 from .subpixel import window_backward
 
 
@@ -287,7 +287,7 @@ def is_stride1_transposed(layer):
     return layer.stride == (1, 1) and layer.padding < min(kh, kw)
 
 
-class TransposedAsConv(Op):
+class TransposedAsConv(StrideOneConv):
     """ConvTranspose2D at stride 1 (+ ReLU) as the stride-1 convolution it equals
     (rule ``transposed_stride1``), computed by section 3's ``conv`` op functions.
 
@@ -302,41 +302,19 @@ class TransposedAsConv(Op):
     view of the layer's own ``W``); dL/dW is dL/dW' turned back.
     """
 
-    def __init__(self, layer, keys, relu=False, input_grad=True):
-        super().__init__([layer], keys, input_grad)
-        self.relu = relu
-
     def __repr__(self):
         t = self.layers[0]
         (kh, kw) = t.kernel_size
         return (f"TransposedAsConv({t.in_channels}->{t.out_channels}, {kh}x{kw}, "
                 f"padding={t.padding}{self._relu()})")
 
-    def _W4_and_pads(self):
+    def _kernel(self, h, w):
         """W' as (KH, KW, C, O) (a view of ``W`` (C, O, KH, KW)), and the conv's padding."""
         t = self.layers[0]
         (kh, kw), p = t.kernel_size, t.padding
         W4 = self.params["W"][:, :, ::-1, ::-1].transpose(2, 3, 0, 1)
         return W4, ((kh - 1 - p, kh - 1 - p), (kw - 1 - p, kw - 1 - p))
 
-    def forward(self, x):
-        """x : (N, H, W, C) -> y : (N, OH, OW, O)"""
-        W4, pads = self._W4_and_pads()
-        y = conv_forward(x, W4, pads)
-        y += self.params["b"]
-        if self.relu:
-            relu_(y)
-        self._cache = (x, y if self.relu else None)
-        return y
-
-    def backward(self, dout):
-        """dout : (N, OH, OW, O) -> dx : (N, H, W, C) or None"""
-        x, y = self._cached()
-        d = relu_backward(dout, y) if self.relu else dout
-        xp = backend.get_array_module(d)
-        W4, pads = self._W4_and_pads()
-        dW4, dx = conv_backward(x, d, W4, pads, self.input_grad)
+    def _weight_grad(self, dW4):
         # dL/dW[c, o, u, v] = dL/dW'[o, c, K-1-u, K-1-v] = dW4[K-1-u, K-1-v, c, o]
-        self.grads = {"W": xp.ascontiguousarray(dW4.transpose(2, 3, 0, 1)[:, :, ::-1, ::-1]),
-                      "b": d.reshape(-1, d.shape[-1]).sum(axis=0)}
-        return dx
+        return dW4.transpose(2, 3, 0, 1)[:, :, ::-1, ::-1]
