@@ -24,7 +24,7 @@ section 5): it is applied to the pooled output.
 from .. import backend
 from ..layers.base import conv_output_size
 from ..layers.conv import window_view
-from .conv import batch_chunks, im2col, pad, workspace
+from .conv import batch_chunks, bias_gradient, im2col, pad, workspace
 
 #: Conv outputs pooled at a time on the CPU (1 MB of float32: in the cache).
 CHUNK_OUTPUTS = 2**18
@@ -98,7 +98,7 @@ def conv_pool_backward(x, dz, W4, pads, z, winners):
     n, oh, ow, _ = dz.shape
     right_top, right_bottom, lower = winners
     d = dz if z is None else dz * (z > 0)
-    db = d.reshape(-1, o).sum(axis=0)                  # dL/db = sum of dL/dz: (O,)
+    db = bias_gradient(d.reshape(-1, o))               # dL/db = sum of dL/dz: (O,)
     d_bottom = workspace("pool_bottom", d.shape, d)
     d_top = workspace("pool_top", d.shape, d)
     g = workspace("pool_corner", d.shape, d)

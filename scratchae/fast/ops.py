@@ -15,7 +15,7 @@ import numpy as np
 
 from .. import backend
 from ..layers.base import conv_output_size
-from .conv import conv_backward, conv_forward
+from .conv import bias_gradient, conv_backward, conv_forward
 from .convpool import conv_pool_backward, conv_pool_forward
 from .subpixel import subpixel_backward, subpixel_forward
 
@@ -128,7 +128,7 @@ class StrideOneConv(Op):
         W4, pads = self._kernel(*x.shape[1:3])
         dW4, dx = conv_backward(x, d, W4, pads, self.input_grad)
         self.grads = {"W": backend.get_array_module(d).ascontiguousarray(self._weight_grad(dW4)),
-                      "b": d.reshape(-1, d.shape[-1]).sum(axis=0)}
+                      "b": bias_gradient(d.reshape(-1, d.shape[-1]))}
         return dx
 
 
@@ -376,7 +376,7 @@ class Dense(Op):
         x, y = self._cached()
         d = (relu_backward(dout, y) if self.relu else sigmoid_backward(dout, y) if self.sigmoid
              else dout)
-        self.grads = {"W": x.T @ d, "b": d.sum(axis=0)}
+        self.grads = {"W": x.T @ d, "b": bias_gradient(d)}
         return d @ self.params["W"].T if self.input_grad else None
 
 

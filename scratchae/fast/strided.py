@@ -25,7 +25,7 @@ with parameters skips dL/dx.
 
 from .. import backend
 from ..layers.conv import col2im, im2col
-from .conv import batch_chunks, pad, workspace
+from .conv import batch_chunks, bias_gradient, pad, workspace
 from .ops import Op, StrideOneConv, relu_, relu_backward
 from .subpixel import window_backward
 
@@ -95,7 +95,7 @@ class StridedConv(Op):
         dW_mat = weight_gradient(cols, d)  # dL/dW_mat = cols.T @ dout   (KH*KW*C, O)
         self.grads = {"W": backend.get_array_module(d).ascontiguousarray(
                           dW_mat.reshape(kh, kw, c, o).transpose(3, 2, 0, 1)),
-                      "b": d.sum(axis=0)}
+                      "b": bias_gradient(d)}
         if not self.input_grad:
             return None
         n, h, w, _ = x_shape
@@ -169,7 +169,7 @@ class TransposedConv(Op):
         xp = backend.get_array_module(d)
         self.grads = {"W": xp.ascontiguousarray(dW_mat.reshape(c, kh, kw, -1)
                                                 .transpose(0, 3, 1, 2)),
-                      "b": d.reshape(-1, d.shape[-1]).sum(axis=0)}
+                      "b": bias_gradient(d.reshape(-1, d.shape[-1]))}
         if not self.input_grad:
             return None
         n, h, w, _ = x_shape

@@ -37,7 +37,7 @@ import numpy as np
 
 from .. import backend
 from ..layers.conv import window_view
-from .conv import batch_chunks, conv_backward, im2col, workspace
+from .conv import batch_chunks, bias_gradient, conv_backward, im2col, workspace
 
 #: A[a, p, u] = 1 when tap u of the 3x3 kernel lands on row p of the 2x2
 #: phase kernel of phase a.
@@ -258,7 +258,9 @@ def window_backward(x, dout, K, size, y=None, input_grad=True):
             xp.copyto(d, dout[part])
         else:
             xp.multiply(dout[part], y[part] > 0, out=d)  # dL/dz = dout where relu passed z
-        db += d.sum(axis=(0, 1, 2))                      # dL/db: (O,)
+        # dL/db: (O,), the sum of d's pixels; the padded buffer's rows (its border is
+        # zeros) are one contiguous matrix, which a GEMV sums
+        db += bias_gradient(d_pad.reshape(-1, o))
         windows = window_view(d_pad, (size, size), (2, 2))  # (N', H, W, size, size, O): a view
         dcols = workspace("cols", (windows.shape[0] * h * w, taps * o), dout)
         xp.copyto(dcols.reshape(windows.shape), windows)  # runs of size*O numbers
@@ -284,4 +286,4 @@ def _backward_phases(x, dout, W, y, input_grad):
             dZ[:, a:a + h, b:b + w, a, b] = d6[:, :, a, :, b]
     dK, dx = conv_backward(x, dZ.reshape(n, h + 1, w + 1, 4 * o), phase_kernels(W), PADS,
                            input_grad)
-    return fold_phase_gradient(dK, o), d.reshape(-1, o).sum(axis=0), dx
+    return fold_phase_gradient(dK, o), bias_gradient(d.reshape(-1, o)), dx
