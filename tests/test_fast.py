@@ -85,6 +85,8 @@ def _x(shape, seed=1):
     (3, 4, 3, "same", (2, 3, 7, 5), ops.Conv),         # odd sizes
     (4, 2, (3, 2), "same", (2, 4, 6, 7), ops.Conv),    # fewer output channels: multiply first
     (5, 1, 3, "same", (3, 5, 5, 4), ops.Conv),         # the model's 64 -> 1 layer in small
+    (3, 1, (2, 3), "same", (2, 3, 5, 6), ops.Conv),    # one output channel, uneven padding
+    (4, 1, 3, "valid", (2, 4, 6, 5), ops.Conv),        # one output channel, no padding
     (2, 3, (1, 5), "same", (2, 2, 4, 6), ops.Conv),    # non-square kernel
     (3, 3, 3, "valid", (2, 3, 6, 5), ops.Conv),        # no padding
     (3, 2, 3, 1, (2, 3, 5, 5), ops.Conv),
@@ -93,6 +95,17 @@ def test_conv_rule(backend, cin, cout, kernel, padding, shape, op):
     model = _biased(Sequential([Conv2D(cin, cout, kernel, padding=padding, dtype=F64, seed=0)]))
     net = assert_same_as_textbook(model, _x(shape))
     assert isinstance(net.ops[0], op)
+
+
+@pytest.mark.parametrize("kernel, pads, shape", [
+    ((3, 3), ((1, 1), (1, 1)), (2, 5, 4, 1)),
+    ((2, 3), ((0, 1), (1, 1)), (3, 4, 7, 1)),
+    ((3, 1), ((2, 2), (0, 0)), (1, 3, 3, 1)),
+])
+def test_im2col_one_channel_is_the_transposed_im2col(backend, kernel, pads, shape):
+    x = to_xp(_x(shape))
+    expected = to_np(fast_conv.im2col(x, kernel, pads)).T.copy()
+    np.testing.assert_array_equal(to_np(fast_conv.im2col_one_channel(x, kernel, pads)), expected)
 
 
 def test_conv_with_relu_is_one_op(backend):

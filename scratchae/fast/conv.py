@@ -164,6 +164,36 @@ def im2col(x, kernel, pads):
     return cols
 
 
+def im2col_one_channel(x, kernel, pads):
+    """The transpose of :func:`im2col` for a one-channel ``x``, one tap at a time.
+
+    With one channel a window row is only KW numbers long, so :func:`im2col`
+    would copy N*OH*OW*KH runs of KW numbers; here row (p, q) of the result
+    is the padded image shifted by (p, q), KH*KW copies of runs of OW
+    numbers (the 64 -> 1 output layer's dout: 2.2 -> 1.5 ms for its
+    backward at 64 images, 32 input channels).
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, H, W, 1)
+
+    Returns
+    -------
+    cols_t : ndarray, shape (KH*KW, N*OH*OW), ``im2col(x, kernel, pads).T``;
+    valid until the next call in this thread.
+    """
+    n, h, w, _ = x.shape
+    (top, bottom), (left, right) = pads
+    kh, kw = kernel
+    x_pad = pad(x, pads, out=workspace("pad", (n, top + h + bottom, left + w + right, 1), x))
+    oh, ow = top + h + bottom - kh + 1, left + w + right - kw + 1
+    cols_t = workspace("cols", (kh, kw, n, oh, ow), x)
+    for p in range(kh):
+        for q in range(kw):
+            cols_t[p, q] = x_pad[:, p:p + oh, q:q + ow, 0]
+    return cols_t.reshape(kh * kw, n * oh * ow)
+
+
 def conv_forward(x, W4, pads):
     """``y = conv(x, W)`` at stride 1, without the bias.
 
@@ -272,7 +302,10 @@ def _backward_flipped(x, d, W4, pads, input_grad):
     dW_flip = xp.zeros((kh * kw * o, c), dtype=d.dtype)
     dx = xp.empty((n, h, w, c), dtype=d.dtype) if input_grad else None
     for part in batch_chunks(x, h * w * kh * kw * o):
-        dcols = im2col(d[part], (kh, kw), back_pads)
+        if o == 1:  # the same matrix, built tap by tap (see im2col_one_channel)
+            dcols = im2col_one_channel(d[part], (kh, kw), back_pads).T
+        else:
+            dcols = im2col(d[part], (kh, kw), back_pads)
         # = (x.T @ dcols).T, computed as the (KH*KW*O, C) product: the long
         # N*H*W axis summed over for a tall result is the faster GEMM shape
         dW_flip += dcols.T @ x[part].reshape(-1, c)
