@@ -277,6 +277,7 @@ def test_conv_pool_rule(backend, monkeypatch, cin, kernel, pool, shape, relu_at)
     monkeypatch.setattr(fast_model, "MIN_WORK_PER_WORKER", 1)
     monkeypatch.setattr(fast_conv, "CHUNK_ELEMENTS", 200)             # several slices
     monkeypatch.setattr(fast.convpool, "CHUNK_OUTPUTS", 100)
+    monkeypatch.setattr(fast.convpool, "CHUNK_BACKWARD", 20)
     layers = [Conv2D(cin, 3, kernel, dtype=F64, seed=0)] + ([ReLU()] if relu_at else [])
     layers += [MaxPool2D(2, padding=pool), Conv2D(3, 2, 3, dtype=F64, seed=1)]
     rules = [r for r in fast_model.RULES if relu_at != "conv" or r != "relu_pool"]
@@ -295,6 +296,17 @@ def test_conv_pool_ties_go_to_the_first_corner(backend):
     x[0, 0, :2, 2:] = [[0.0, 1.0], [1.0, 0.0]]
     net = assert_same_weight_grads(Sequential([conv, ReLU(), MaxPool2D(2)]), x)
     assert type(net.ops[0]) is ops.ConvPool
+
+
+def test_corner_cols_are_the_im2col_rows_of_each_corner(backend):
+    """cols[:, k].T is the im2col matrix of the conv pixels at corner k of the pool windows."""
+    x = to_xp(_x((2, 7, 6, 3)))
+    pads, (oh, ow) = ((1, 0), (0, 1)), (3, 3)                # a 2x2 kernel: conv 7x6 -> 3x3
+    cols = to_np(fast.convpool.corner_cols(x, (2, 2), pads, oh, ow))
+    full = to_np(fast_conv.im2col(x, (2, 2), pads)).reshape(2, 7, 6, 12)
+    for k, (a, b) in enumerate(fast.convpool.CORNERS):
+        expected = full[:, a:a + 2 * oh:2, b:b + 2 * ow:2].reshape(-1, 12)
+        np.testing.assert_array_equal(cols[:, k].T, expected)
 
 
 def test_conv_pool_needs_the_pool_to_fit(backend):

@@ -205,16 +205,16 @@ class ConvPool(Op):
         """x : (N, H, W, C) -> z : (N, OH // 2, OW // 2, O)"""
         pads = self.layers[0].pads(*x.shape[1:3])
         W4 = self.params["W"].transpose(2, 3, 1, 0)
-        z, winners = conv_pool_forward(x, W4, self.params["b"], pads, self.relu)
-        self._cache = (x, z if self.relu else None, winners, pads)
+        z, winners, cols = conv_pool_forward(x, W4, self.params["b"], pads, self.relu)
+        self._cache = (cols, z if self.relu else None, winners)
         return z
 
     def backward(self, dout):
         """dout : (N, OH // 2, OW // 2, O) -> None (a first layer computes no dx)"""
-        x, z, winners, pads = self._cached()
+        cols, z, winners = self._cached()
         xp = backend.get_array_module(dout)
         W = self.params["W"]
-        dW4, db = conv_pool_backward(x, dout, W.transpose(2, 3, 1, 0), pads, z, winners)
+        dW4, db = conv_pool_backward(cols, dout, W.transpose(2, 3, 1, 0), z, winners)
         self.grads = {"W": xp.ascontiguousarray(dW4.transpose(3, 2, 0, 1)), "b": db}
         return None
 
