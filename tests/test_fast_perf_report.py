@@ -1,4 +1,4 @@
-"""The performance scripts of issue #18: the FLOP count behind 'effective GFLOP/s', and
+"""The performance scripts of issues #18 and #19: the FLOP count behind 'effective GFLOP/s', and
 perf_report.sh's syntax and the scripts it runs (the figures themselves need a quiet
 machine and minutes: they are never timed in tests)."""
 import importlib.util
@@ -52,3 +52,14 @@ def test_perf_report_is_valid_bash_and_runs_scripts_that_exist():
     assert {"benchmarks/throughput.py", "demos/conv_denoise.py",
             "benchmarks/torch_conv_denoise.py", "benchmarks/winograd.py"} <= named
     assert all((ROOT / path).exists() for path in named)
+
+
+def test_gil_tax_prints_its_four_rows(capsys):
+    """benchmarks/gil_tax.py runs (one timed step per row) and prints each neighbour's row."""
+    spec = importlib.util.spec_from_file_location("gil_tax", ROOT / "benchmarks/gil_tax.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main(["--model", "vae", "--steps", "1"])
+    out = capsys.readouterr().out
+    for row in ("nothing", "large GEMMs", "a second worker", "small NumPy calls"):
+        assert re.search(rf"^  {row}.* ms +\d+\.\d\dx$", out, re.M), row
