@@ -144,6 +144,14 @@ def pad(x, pads, value=0.0, out=None):
     return out
 
 
+def padded(x, pads):
+    """:func:`pad` of ``x`` (N, H, W, C) into the thread's ``"pad"`` scratch buffer
+    (valid until the next request for it); ``x`` itself when every pad is zero."""
+    n, h, w, c = x.shape
+    (top, bottom), (left, right) = pads
+    return pad(x, pads, out=workspace("pad", (n, top + h + bottom, left + w + right, c), x))
+
+
 def im2col(x, kernel, pads):
     """Pad ``x`` (N, H, W, C) and copy every KH x KW window into a row, in scratch memory.
 
@@ -153,11 +161,8 @@ def im2col(x, kernel, pads):
         columns in (p, q, c) order; valid until the next call in this thread.
     """
     xp = backend.get_array_module(x)
-    n, h, w, c = x.shape
-    (top, bottom), (left, right) = pads
-    x_pad = pad(x, pads, out=workspace("pad", (n, top + h + bottom, left + w + right, c), x))
-    windows = window_view(x_pad, kernel, (1, 1))  # (N, OH, OW, KH, KW, C): nothing copied yet
-    _, oh, ow, kh, kw, _ = windows.shape
+    windows = window_view(padded(x, pads), kernel, (1, 1))  # (N, OH, OW, KH, KW, C): a view
+    n, oh, ow, kh, kw, c = windows.shape
     cols = workspace("cols", (n * oh * ow, kh * kw * c), x)
     # The one copy: a window row (q, c) is one contiguous run of KW*C numbers.
     xp.copyto(cols.reshape(windows.shape), windows)
@@ -182,11 +187,10 @@ def im2col_one_channel(x, kernel, pads):
     cols_t : ndarray, shape (KH*KW, N*OH*OW), ``im2col(x, kernel, pads).T``;
     valid until the next call in this thread.
     """
-    n, h, w, _ = x.shape
-    (top, bottom), (left, right) = pads
+    n = x.shape[0]
     kh, kw = kernel
-    x_pad = pad(x, pads, out=workspace("pad", (n, top + h + bottom, left + w + right, 1), x))
-    oh, ow = top + h + bottom - kh + 1, left + w + right - kw + 1
+    x_pad = padded(x, pads)
+    oh, ow = conv_output_size(x.shape[1:3], kernel, (1, 1), pads)
     cols_t = workspace("cols", (kh, kw, n, oh, ow), x)
     for p in range(kh):
         for q in range(kw):

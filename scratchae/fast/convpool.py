@@ -28,7 +28,7 @@ section 5): it is applied to the pooled output.
 
 from .. import backend
 from ..layers.base import conv_output_size
-from .conv import batch_chunks, bias_gradient, pad, workspace
+from .conv import batch_chunks, bias_gradient, padded, workspace
 
 #: Conv outputs pooled at a time on the CPU (1 MB of float32: in the cache).
 CHUNK_OUTPUTS = 2**18
@@ -64,10 +64,9 @@ def corner_cols(x, kernel, pads, oh, ow):
         ``cols[(p, q, c), k, (n, i, j)]``; ``cols[:, k].T`` is corner k's im2col matrix.
     """
     xp = backend.get_array_module(x)
-    n, h, w, c = x.shape
+    n, c = x.shape[0], x.shape[3]
     kh, kw = kernel
-    (top, bottom), (left, right) = pads
-    x_pad = pad(x, pads, out=workspace("pad", (n, top + h + bottom, left + w + right, c), x))
+    x_pad = padded(x, pads)
     cols = xp.empty((kh, kw, c, 4, n, oh, ow), dtype=x.dtype)
     for p in range(kh):
         for q in range(kw):
@@ -143,15 +142,15 @@ def conv_pool_backward(cols, dz, W4, z, winners):
     """
     xp = backend.get_array_module(dz)
     kh, kw, c, o = W4.shape
-    per_image = dz[0].size
-    parts = batch_chunks(dz, per_image, CHUNK_BACKWARD)
+    parts = batch_chunks(dz, dz[0].size, CHUNK_BACKWARD)
+    pixels = dz.shape[1] * dz.shape[2]  # rows of the (N*OH*OW, O) matrices per image
     right_top, right_bottom, lower = (a.reshape(-1, o) for a in winners)
     dz, z = dz.reshape(-1, o), None if z is None else z.reshape(-1, o)
     dW = xp.zeros((kh * kw * c, o), dtype=dz.dtype)
     db = xp.zeros(o, dtype=dz.dtype)
     # a slice of the batch at a time, so that its four scratch arrays stay in the cache
     for part in parts:
-        rows = slice(part.start * per_image // o, part.stop * per_image // o)
+        rows = slice(part.start * pixels, part.stop * pixels)
         shape = (rows.stop - rows.start, o)
         d = workspace("pool_d", shape, dz)
         if z is None:
