@@ -490,7 +490,7 @@ def test_infer_is_forward_without_caches(backend, monkeypatch, build, shape):
     for workers in ([1, 3] if backend == "numpy" else [1]):
         net = fast.compile(model, workers=workers)
         assert _rel(net.infer(x), expected) < TOL
-        ops_lists = [net.ops] + net._replicas
+        ops_lists = [net.ops] + (net._pool.local_ops() if net._pool else [])
         assert all(op._cache is None for ops_list in ops_lists for op in ops_list)
         with pytest.raises(RuntimeError, match="before forward"):
             net.backward(to_xp(np.ones(expected.shape)))

@@ -1,5 +1,7 @@
 """Batch slices on worker threads (scratchae.fast.parallel): the same loss and gradients
 as one worker."""
+import gc
+import os
 import threading
 
 import numpy as np
@@ -23,6 +25,15 @@ from conftest import to_np, to_xp
 def split_small_batches(monkeypatch):
     """Split even the tiny test batches (the real threshold keeps them whole)."""
     monkeypatch.setattr(fast_model, "MIN_WORK_PER_WORKER", 1)
+
+
+@pytest.fixture(params=["threads", "processes"])
+def kind(request, monkeypatch):
+    """Worker threads or forked worker processes (where the platform can fork)."""
+    if request.param == "processes" and not parallel.fork_available():
+        pytest.skip("no fork on this platform: the workers are threads")
+    monkeypatch.setattr(fast_model, "USE_PROCESSES", request.param == "processes")
+    return request.param
 
 
 @pytest.mark.parametrize("n, workers", [(128, 2), (7, 2), (7, 3), (5, 8), (1, 2), (10, 1)])
@@ -57,7 +68,7 @@ def _gradients(model, inputs, targets, workers):
 
 @pytest.mark.parametrize("build", [conv_denoiser, dense_autoencoder])
 @pytest.mark.parametrize("workers, n", [(2, 6), (3, 7), (4, 3)])
-def test_same_loss_and_gradients_as_one_worker(backend, build, workers, n):
+def test_same_loss_and_gradients_as_one_worker(backend, build, workers, n, kind):
     if backend != "numpy":
         pytest.skip("several workers are for the NumPy backend")
     model = build(seed=1, dtype=np.float64)
@@ -72,7 +83,7 @@ def test_same_loss_and_gradients_as_one_worker(backend, build, workers, n):
                                    err_msg=key)
 
 
-def test_float32_stays_float32():
+def test_float32_stays_float32(kind):
     model = conv_denoiser(seed=0)
     inputs, targets = _batch(model, 4, np.float32)
     net, loss = _forward_backward(model, inputs, targets, 2)
@@ -80,7 +91,7 @@ def test_float32_stays_float32():
     assert all(g.dtype == np.float32 for g in net.gradients())
 
 
-def test_forward_matches_the_model(backend):
+def test_forward_matches_the_model(backend, kind):
     model = dense_autoencoder(hidden=8, seed=0, dtype=np.float64)
     inputs = to_xp(_batch(model, 5, np.float64)[0])
     workers = 3 if backend == "numpy" else 1
@@ -104,7 +115,7 @@ def test_replicas_share_parameters_but_not_caches_or_gradients():
     assert first.replica().params["W"] is model.layers[dense].params["W"]
 
 
-def test_gradients_are_new_arrays_and_params_untouched():
+def test_gradients_are_new_arrays_and_params_untouched(kind):
     model = dense_autoencoder(hidden=8, seed=0, dtype=np.float64)
     before = {k: v.copy() for k, v in model.params.items()}
     inputs, targets = _batch(model, 6, np.float64)
@@ -125,7 +136,7 @@ def test_workspaces_are_per_thread():
     assert np.shares_memory(here, workspace("test-parallel", (2,), like))  # reused in one thread
 
 
-def test_errors_in_a_worker_reach_the_caller():
+def test_errors_in_a_worker_reach_the_caller(kind):
     model = dense_autoencoder(hidden=8, seed=0)
     bad = np.zeros((4, 3), dtype=np.float32)
     with pytest.raises(ValueError, match=r"expected input of shape \(N, 1, 28, 28\), got \(4, 3\)"):
@@ -139,7 +150,7 @@ def test_errors_in_a_worker_reach_the_caller():
         net.backward(images[:3])
 
 
-def test_errstate_of_the_caller_holds_in_the_workers():
+def test_errstate_of_the_caller_holds_in_the_workers(kind):
     model = Sequential([Dense(2, 2, seed=0)])
     model.layers[0].params["W"][...] = 3e38
     x = np.ones((4, 2), dtype=np.float32)
@@ -161,7 +172,7 @@ def test_small_work_is_not_split(monkeypatch):
     assert fast.compile(conv_denoiser(), workers=1).workers_for((128, 1, 28, 28)) == 1
 
 
-def test_each_worker_gets_its_slice(monkeypatch):
+def test_each_worker_gets_its_slice(monkeypatch, kind):
     model = dense_autoencoder(hidden=8, seed=0)
     calls = []
     net = fast.compile(model, workers=2)
@@ -173,8 +184,54 @@ def test_each_worker_gets_its_slice(monkeypatch):
 
     monkeypatch.setattr(type(net.ops[0]), "forward", spy)
     inputs, targets = _batch(model, 5, np.float32)
-    net.forward(inputs)
-    assert sorted(calls) == [(2, False), (3, False)]  # both off the main thread
+    out = net.forward(inputs)
+    np.testing.assert_allclose(out, model.forward(inputs), rtol=1e-5)
+    if kind == "threads":
+        assert sorted(calls) == [(2, False), (3, False)]  # both off the main thread
+    else:  # the first slice here, the second in a process of its own (spied on there)
+        assert calls == [(2, True)]
+        (process, _, _), = net._pool._children
+        assert process.is_alive() and process.pid != os.getpid()
+
+
+def test_worker_processes_follow_the_parameters_and_end(kind):
+    """The forked workers see each in-place update of the parameters; they grow their
+    shared block for a larger batch; close() and garbage collection end them."""
+    if kind != "processes":
+        pytest.skip("worker processes only")
+    model = dense_autoencoder(hidden=8, seed=0, dtype=np.float64)
+    net = fast.compile(model, workers=2)
+    small, large = (np.random.default_rng(0).uniform(size=(n, 1, 28, 28)) for n in (4, 2000))
+    for x in (small, large, small):
+        for p in model.parameters():
+            p *= 1.5  # what the optimizer does, in place, between steps
+        expected = model.forward(x)
+        for out in (net.forward(x), net.infer(x)):
+            np.testing.assert_allclose(out, expected, rtol=1e-9, atol=1e-12 * abs(expected).max())
+    (process, _, _), = net._pool._children
+    net._pool.close()
+    assert not process.is_alive() and net._pool._children == []
+    net.forward(small)  # forks a new one
+    (process, _, _), = net._pool._children
+    del net
+    gc.collect()
+    process.join(timeout=5)
+    assert not process.is_alive()
+
+
+def test_a_worker_process_that_dies_is_named_and_replaced(kind):
+    if kind != "processes":
+        pytest.skip("worker processes only")
+    model = dense_autoencoder(hidden=8, seed=0)
+    net = fast.compile(model, workers=2)
+    x = np.zeros((4, 1, 28, 28), dtype=np.float32)
+    net.forward(x)
+    (process, _, _), = net._pool._children
+    process.kill()
+    process.join()
+    with pytest.raises(RuntimeError, match=rf"worker process {process.pid} ended"):
+        net.forward(x)
+    np.testing.assert_allclose(net.forward(x), model.forward(x), rtol=1e-6)
 
 
 @pytest.mark.parametrize("workers", [0, -1, 1.5, True, "2"])
@@ -206,7 +263,7 @@ def _fit(workers):
     return trainer
 
 
-def test_trainer_with_workers_follows_the_one_worker_run():
+def test_trainer_with_workers_follows_the_one_worker_run(kind):
     one, two = _fit(1), _fit(2)
     assert two.net.workers == 2
     np.testing.assert_allclose(two.history["train_loss"], one.history["train_loss"], rtol=1e-10)

@@ -65,11 +65,17 @@ from ..summary import summarize
 from . import ops, strided
 from .parallel import (
     MIN_WORK_PER_WORKER,
+    ForkedWorkers,
     Workers,
     activations_per_sample,
     batch_slices,
     check_workers,
+    fork_available,
 )
+
+#: Split batches over worker processes (True) or threads (False): see
+#: :class:`~scratchae.fast.parallel.ForkedWorkers` for why processes, where they can fork.
+USE_PROCESSES = fork_available()
 
 
 def _keys(index, layer):
@@ -239,8 +245,10 @@ class FastSequential:
         self.ops = ops_list
         self.input_grad = input_grad
         self.workers = workers
-        self._pool = Workers(workers) if workers > 1 else None
-        self._replicas = []
+        self._pool = None
+        if workers > 1:
+            self._pool = (ForkedWorkers(workers, ops_list, _step, source.parameters())
+                          if USE_PROCESSES else Workers(workers, ops_list, _step))
         self._slices = None
         self._output_shape = None
         self._split = {}  # batch shape -> workers_for
@@ -322,11 +330,6 @@ class FastSequential:
                                                   work // MIN_WORK_PER_WORKER))
         return self._split[batch_shape]
 
-    def _replica_ops(self, count):
-        while len(self._replicas) < count:
-            self._replicas.append([op.replica() for op in self.ops])
-        return self._replicas[:count]
-
     # -- forward and backward -------------------------------------------------
     def forward(self, x):
         """x : ndarray, (N, C, H, W) or (N, D) -> the output, in the textbook model's layout."""
@@ -339,9 +342,7 @@ class FastSequential:
             y = _run_forward(self.ops, h)
         else:
             self._slices = batch_slices(len(x), parts)
-            replicas = self._replica_ops(parts)
-            outs = self._pool.map(lambda i, s: _run_forward(replicas[i], h[s]), self._slices)
-            y = xp.concatenate(outs)
+            y = xp.concatenate(self._pool.run("forward", [h[s] for s in self._slices]))
         self._output_shape = (y.shape[0], y.shape[3], y.shape[1], y.shape[2]) if y.ndim == 4 \
             else tuple(y.shape)
         return y.transpose(0, 3, 1, 2) if y.ndim == 4 else y
@@ -363,9 +364,7 @@ class FastSequential:
         if parts == 1:
             y = _run_infer(self.ops, h)
         else:
-            replicas = self._replica_ops(parts)
-            y = xp.concatenate(self._pool.map(lambda i, s: _run_infer(replicas[i], h[s]),
-                                              batch_slices(len(x), parts)))
+            y = xp.concatenate(self._pool.run("infer", [h[s] for s in batch_slices(len(x), parts)]))
         return y.transpose(0, 3, 1, 2) if y.ndim == 4 else y
 
     def backward(self, dout):
@@ -379,16 +378,30 @@ class FastSequential:
         if self._slices is None:
             dx = _run_backward(self.ops, d, self.input_grad)
         else:
-            replicas = self._replica_ops(len(self._slices))
-            dxs = self._pool.map(lambda i, s: _run_backward(replicas[i], d[s], self.input_grad),
-                                 self._slices)
+            dxs = self._pool.run("backward", [d[s] for s in self._slices], self.input_grad)
             for k, op in enumerate(self.ops):  # L sums over samples: add the slices' gradients
-                op.grads = {name: sum(r[k].grads[name] for r in replicas[1:])
-                            + replicas[0][k].grads[name] for name in op.params}
+                op.grads = {name: _add(self._pool.gradients(k, name)) for name in op.params}
             dx = xp.concatenate(dxs) if self.input_grad else None
         if dx is not None and dx.ndim == 4:
             return dx.transpose(0, 3, 1, 2)
         return dx
+
+
+def _add(arrays):
+    """The sum of ``arrays`` as a new array (the first one may be a worker's view)."""
+    total = arrays[0] + arrays[1] if len(arrays) > 1 else arrays[0].copy()
+    for a in arrays[2:]:
+        total += a
+    return total
+
+
+def _step(ops_list, kind, piece, input_grad):
+    """One pass of a worker: "forward", "infer" or "backward" of ``piece`` through ``ops_list``."""
+    if kind == "forward":
+        return _run_forward(ops_list, piece)
+    if kind == "infer":
+        return _run_infer(ops_list, piece)
+    return _run_backward(ops_list, piece, input_grad)
 
 
 def _run_forward(ops_list, h):
