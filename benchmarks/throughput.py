@@ -32,7 +32,7 @@ Options
                              what NumPy's BLAS already uses (threadpoolctl if it
                              is installed, else those variables, else the number
                              of CPUs this process may run on)
---workers W                  threads that share each batch on scratchae's fast
+--workers W                  workers that share each batch on scratchae's fast
                              path (scratchae.fast.parallel); default: one per
                              BLAS thread on NumPy, 1 on CuPy
 --textbook                   time the textbook layers (scratchae.layers), as
@@ -105,7 +105,10 @@ peak RSS
     Linux's ru_maxrss survives ``exec`` and would include the parent's
     peak) of a fresh subprocess that imports only one framework, builds one model and
     runs ``--warmup`` + min(``--repeats``, 3) steps (every buffer, gradient
-    and Adam moment exists after the first step, so more steps add nothing).
+    and Adam moment exists after the first step, so more steps add nothing),
+    plus the peaks of the worker processes it forked (scratchae's fast
+    path on Linux), which count the pages they share with it once more
+    each: an upper bound for scratchae.
     Measuring in a separate process keeps the two frameworks (and the two
     models) from counting each other's memory.
 baseline
@@ -179,7 +182,7 @@ def parse_args(argv=None):
     parser.add_argument("--threads", type=arg_positive_int, default=None,
                         help="BLAS/OpenMP threads (default: what NumPy's BLAS uses)")
     parser.add_argument("--workers", type=arg_positive_int, default=None,
-                        help="scratchae threads sharing each batch (default: one per "
+                        help="scratchae workers sharing each batch (default: one per "
                              "BLAS thread on NumPy, 1 on CuPy)")
     parser.add_argument("--textbook", action="store_true",
                         help="time the textbook layers as written, not the fast path")
@@ -660,10 +663,10 @@ def print_ablation(model_name, args, times):
 # --------------------------------------------------------------------------
 # memory (measured in a child process per framework and model)
 # --------------------------------------------------------------------------
-def proc_status_kib(field):
-    """A ``kB`` field of /proc/self/status (Linux), or None."""
+def proc_status_kib(field, pid="self"):
+    """A ``kB`` field of /proc/PID/status (Linux; this process by default), or None."""
     try:
-        with open("/proc/self/status") as f:
+        with open(f"/proc/{pid}/status") as f:
             for line in f:
                 if line.startswith(field + ":"):
                     return int(line.split()[1])
@@ -697,6 +700,21 @@ def peak_rss_kib():
     return ru_maxrss_kib() if hwm is None else hwm
 
 
+def workers_peak_rss_kib():
+    """The peak resident set sizes of this process's worker processes, added up, in KiB.
+
+    The fast path's forked workers (scratchae.fast.parallel.ForkedWorkers)
+    hold their own activations; their high-water marks also count the pages
+    they share with this process (the interpreter, NumPy), so the sum
+    overstates what the workers add: an upper bound, on the safe side of a
+    comparison with PyTorch's one process.
+    """
+    import multiprocessing
+
+    peaks = (proc_status_kib("VmHWM", child.pid) for child in multiprocessing.active_children())
+    return sum(peak for peak in peaks if peak is not None)
+
+
 def memory_child(args):
     """Run one (model, framework) pair in this fresh process; print JSON."""
     model_name, framework = args._memory_child
@@ -721,7 +739,7 @@ def memory_child(args):
         step()
         sync()
 
-    result = {"baseline_kib": baseline, "peak_kib": peak_rss_kib(),
+    result = {"baseline_kib": baseline, "peak_kib": peak_rss_kib() + workers_peak_rss_kib(),
               "ru_maxrss_kib": ru_maxrss_kib(), "gpu_peak_bytes": None}
     if args.backend == "cupy":
         if framework == "scratchae":

@@ -139,7 +139,8 @@ def add_run_flags(parser):
                         help="continue from the checkpoint OUT/NAME.npz")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.add_argument("--workers", type=arg_positive_int, default=None,
-                        help="threads sharing each batch on the CPU (default: one per BLAS "
+                        help="workers sharing each batch on the CPU: processes on Linux, threads "
+                             "elsewhere (default: one per BLAS "
                              "thread, i.e. per core; 1 with --backend cupy)")
     parser.add_argument("--textbook", action="store_true",
                         help="train the textbook layers as written (scratchae.layers), not the "

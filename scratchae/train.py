@@ -80,7 +80,8 @@ def predict(model, images, batch_size, workers=None, output=sigmoid):
         Any floating dtype: cast once to the model's, with a note on stderr.
     batch_size : int
     workers : int, optional
-        Threads that share each batch; None: one per core on the CPU.
+        Workers that share each batch (processes on Linux, threads elsewhere);
+        None: one per core on the CPU.
     output : callable, default sigmoid
         What the logits mean: the images (sigmoid) for an autoencoder, the
         labels (argmax) for a classifier.
@@ -189,13 +190,14 @@ class Trainer:
     eval_batch_size : int, optional
         Batch size of evaluation and prediction; by default ``batch_size``.
     workers : int, optional
-        Threads that share every batch on the fast path (see
+        Workers (processes on Linux, threads elsewhere) that share every batch
+        on the fast path (see
         :mod:`scratchae.fast.parallel`); None: one per core on the CPU, 1 on
         the GPU. Results with different ``workers`` differ in rounding only.
     fast : bool, default True
         Train the compiled model (:func:`scratchae.fast.compile`); False
         trains the textbook layers as written, with the textbook loss and
-        Adam (each batch still split over ``workers`` threads, which change
+        Adam (each batch still split over ``workers`` workers, which change
         no layer's arithmetic).
     loss_fn : optional
         Default :class:`~scratchae.losses.SigmoidCrossEntropy`.

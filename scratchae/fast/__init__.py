@@ -23,7 +23,7 @@ conv      stride-1 convolution: im2col slices, multiply-first, flipped-kernel dx
 subpixel  nearest x2 upsample + 3x3 conv as four 2x2 phase convolutions; its
           backward as one stride-2 4x4 window of dy
 convpool  a model's first conv and its max-pool, with no dx, as one op
-parallel  batch slices on worker threads
+parallel  batch slices on worker processes (threads where there is no fork)
 optim     Adam in place (one fused kernel per parameter on CuPy)
 losses    the sigmoid cross-entropies in fewer passes over memory
 """

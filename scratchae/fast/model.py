@@ -39,7 +39,7 @@ and two rules about the whole model: the first op with parameters skips
 dL/dx (training needs no gradient for the input images; with ``conv_pool``,
 a first conv and the max-pool after it become one ``ConvPool`` op that never
 stores the conv's full-size output or its gradient), and on the CPU
-the batch is split over worker threads where that pays
+the batch is split over workers where that pays
 (:mod:`scratchae.fast.parallel`).
 
 The compiled model computes the same function with the same parameter
@@ -185,7 +185,8 @@ def compile(model, *, input_grad=False, workers=None, rules=RULES):  # noqa: A00
         Whether ``backward`` returns dL/dinput. Training does not need it,
         and the first layer's dx is then skipped.
     workers : int, optional
-        Threads that share each batch (NumPy only); None: one per core.
+        Workers that share each batch (NumPy only; processes on Linux, threads
+        elsewhere); None: one per core.
     rules : sequence of str, optional
         The rewrite rules to apply (default all of :data:`RULES`); layers no
         rule takes run as written, inside a ``Textbook`` op.

@@ -1,22 +1,28 @@
-"""Batch slices on worker threads: one batch, several CPU cores.
+"""Batch slices on workers: one batch, several CPU cores.
 
 BLAS runs the GEMMs on every core, but the rest of a step (ReLU, pooling,
 the im2col copies, the phase shuffles) is NumPy element-wise work, which
 runs on one core. So the compiled model splits the *batch* instead, the way
 multi-GPU training does::
 
-    batch of N  ->  slices of N_1, N_2, ... samples, one per worker thread
+    batch of N  ->  slices of N_1, N_2, ... samples, one per worker
     worker i:       forward pass of its slice, on a replica of the ops
-                    (the same parameter arrays, its own caches and
+                    (the same parameter values, its own caches and
                     gradients), with a one-thread BLAS
-    main thread:    the loss of the whole batch and dL/dlogits (cheap)
+    caller:         the loss of the whole batch and dL/dlogits (cheap)
     worker i:       backward pass of its slice of dL/dlogits
     combine:        dL/dtheta = sum_i dL/dtheta from slice i
 
 The sum is exact: the loss adds up one term per sample (divided by N), so
 its gradient adds up the slices' gradients; only the rounding differs
-from one worker. NumPy releases Python's global interpreter lock inside
-its loops and BLAS calls, which is why plain threads run at the same time.
+from one worker.
+
+Two kinds of workers, one interface (``run``, ``gradients``, ``close``):
+:class:`ForkedWorkers`, processes, where the system can fork (Linux), and
+:class:`Workers`, threads, elsewhere. Threads are simpler (NumPy releases
+Python's global interpreter lock inside its loops and BLAS calls, so they
+do run at the same time) but pay for the lock between those calls;
+processes do not (``docs/fast.md`` section 7).
 
 Each worker's BLAS is limited to one thread (threadpoolctl) so that two
 workers on two cores do not each start a two-thread GEMM: four busy
