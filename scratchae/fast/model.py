@@ -381,19 +381,13 @@ class FastSequential:
         else:
             dxs = self._pool.run("backward", [d[s] for s in self._slices], self.input_grad)
             for k, op in enumerate(self.ops):  # L sums over samples: add the slices' gradients
-                op.grads = {name: _add(self._pool.gradients(k, name)) for name in op.params}
+                # (at least two slices, so the sum is a new array, not a worker's shared view)
+                op.grads = {name: sum_gradients(self._pool.gradients(k, name))
+                            for name in op.params}
             dx = xp.concatenate(dxs) if self.input_grad else None
         if dx is not None and dx.ndim == 4:
             return dx.transpose(0, 3, 1, 2)
         return dx
-
-
-def _add(arrays):
-    """The sum of ``arrays`` as a new array (the first one may be a worker's view)."""
-    total = arrays[0] + arrays[1] if len(arrays) > 1 else arrays[0].copy()
-    for a in arrays[2:]:
-        total += a
-    return total
 
 
 def _step(ops_list, kind, piece, input_grad):

@@ -114,8 +114,6 @@ class Workers:
         "infer") or backward ("backward") pass of ``piece`` through ``ops_list``.
     """
 
-    kind = "threads"
-
     def __init__(self, count, ops_list, step):
         self.count = count
         self.replicas = [[op.replica() for op in ops_list] for _ in range(count)]
@@ -177,20 +175,14 @@ class _Exchange:
     every worker), and the worker's own block: its gradients, then its data
     (the slice in, the output or dx back)."""
 
-    def __init__(self, params, grads, data_bytes):
+    def __init__(self, params, grads, data_bytes, param_block=None):
         self.param_offsets, param_bytes = _layout(params)
         self.grad_offsets, self.data_offset = _layout(grads)
         self.data_bytes = data_bytes
         self.params = params  # the arrays this process reads and writes
-        self.param_block = None
-        self.block = None
-        self._param_bytes = param_bytes
-
-    def allocate(self, param_block=None):
         # anonymous mmaps are MAP_SHARED: a forked child writes into the same pages
-        self.param_block = param_block or mmap.mmap(-1, max(self._param_bytes, 1))
-        self.block = mmap.mmap(-1, self.data_offset + self.data_bytes)
-        return self
+        self.param_block = param_block or mmap.mmap(-1, max(param_bytes, 1))
+        self.block = mmap.mmap(-1, self.data_offset + data_bytes)
 
     def data(self, shape, dtype):
         return _view(self.block, self.data_offset, shape, dtype)
@@ -285,8 +277,6 @@ class ForkedWorkers:
         must see updated before each forward.
     """
 
-    kind = "processes"
-
     def __init__(self, count, ops_list, step, params):
         self.count = count
         self.local = [op.replica() for op in ops_list]
@@ -294,6 +284,7 @@ class ForkedWorkers:
         self._step = step
         self._params = list(params)
         self._grad_keys = [(k, name) for k, op in enumerate(ops_list) for name in op.params]
+        self._grad_index = {key: i for i, key in enumerate(self._grad_keys)}
         self._children = []  # (process, connection, exchange); shared with the finalizer
         self._data_bytes = 0
         self._pieces = 0
@@ -307,7 +298,7 @@ class ForkedWorkers:
         context = multiprocessing.get_context("fork")
         param_block = None
         for _ in range(count):
-            exchange = _Exchange(self._params, grads, data_bytes).allocate(param_block)
+            exchange = _Exchange(self._params, grads, data_bytes, param_block)
             param_block = exchange.param_block
             mine, theirs = context.Pipe()
             process = context.Process(target=_serve, daemon=True, name="scratchae-worker",
@@ -335,10 +326,10 @@ class ForkedWorkers:
             self._blas = ThreadpoolController()
         remote = pieces[1:]
         need = max((piece.nbytes for piece in remote), default=0)
-        if kind == "backward" and (len(self._children) < len(remote) or need > self._data_bytes):
-            # a new process would have no forward caches; a dout fits where the output did
-            raise RuntimeError("ForkedWorkers: backward() without the forward() of this batch")
         if len(self._children) < len(remote) or need > self._data_bytes:
+            if kind == "backward":  # new processes would have no forward caches (and a
+                # dout fits where the forward's output did)
+                raise RuntimeError("ForkedWorkers: backward() without the forward() of this batch")
             self._start(self.count - 1, max(need, 2 * self._data_bytes, 1 << 20))
         for _ in range(2):  # a second time only if an output outgrew the shared block
             replies = self._exchange(kind, pieces, input_grad)
@@ -379,7 +370,7 @@ class ForkedWorkers:
     def gradients(self, k, name):
         """Op ``k``'s gradient of ``name`` for each slice of the last backward (the workers'
         are views of the shared block: read them before the next call)."""
-        i = self._grad_keys.index((k, name))
+        i = self._grad_index[k, name]
         local = self.local[k].grads[name]
         return [local] + [exchange.grad(i, local)
                           for _, _, exchange in self._children[:self._pieces - 1]]
