@@ -13,11 +13,12 @@
 # dense     5 runs of the dense step against PyTorch
 # ablate    what each rule gains (--ablate), conv and dense
 # epoch     one real epoch (20,000 images + the test set) end to end, scratchae and
-#           PyTorch alternating, 5 pairs: seconds, peak RSS, ratio of each pair
-# full      the tutorial's full 10-epoch run: time, peak RSS, the final psnr_out
+#           PyTorch alternating, 5 pairs: seconds, peak memory (PSS of the process tree),
+#           ratio of each pair
+# full      the tutorial's full 10-epoch run: time, peak memory (tree), the final psnr_out
 # winograd  Winograd F(2x2,3x3) and the 9-product sub-pixel conv against the kept rules
 #
-# Needs PyTorch (pip install -e ".[bench]") and GNU time (/usr/bin/time).
+# Needs PyTorch (pip install -e ".[bench]") and Linux (/proc, for tree_memory.py).
 set -euo pipefail
 
 DATA=${1:?usage: bash benchmarks/perf_report.sh MNIST_DIR [OUT_DIR] [PARTS]}
@@ -28,7 +29,8 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 mkdir -p "$OUT"
 export OPENBLAS_NUM_THREADS=2 OMP_NUM_THREADS=2 MKL_NUM_THREADS=2
-TIME=/usr/bin/time
+# wall time and the peak memory of the whole process tree (the workers too)
+MEM="python benchmarks/tree_memory.py"
 
 want() { [[ " $PARTS " == *" $1 "* ]]; }
 note() { echo "== $*" | tee -a "$OUT/summary.txt"; }
@@ -66,15 +68,15 @@ fi
 if want epoch; then
   note "one epoch end to end (20,000 training images, then the 10,000 test images), alternating"
   for i in $(seq "$RUNS"); do
-    $TIME -f "scratchae %e s %M KB" -o "$OUT/epoch_scratchae_$i.time" \
+    $MEM -o "$OUT/epoch_scratchae_$i.time" -- \
       python demos/conv_denoise.py --epochs 1 --train-size 20000 --data-dir "$DATA" \
       --no-progress --out "$OUT/epoch_out" > "$OUT/epoch_scratchae_$i.txt" 2>&1
-    $TIME -f "torch %e s %M KB" -o "$OUT/epoch_torch_$i.time" \
+    $MEM -o "$OUT/epoch_torch_$i.time" -- \
       python benchmarks/torch_conv_denoise.py --epochs 1 --train-size 20000 --data-dir "$DATA" \
       > "$OUT/epoch_torch_$i.txt" 2>&1
-    a=$(awk '{print $2}' "$OUT/epoch_scratchae_$i.time")
-    b=$(awk '{print $2}' "$OUT/epoch_torch_$i.time")
-    echo "pair $i: $(cat "$OUT/epoch_scratchae_$i.time"), $(cat "$OUT/epoch_torch_$i.time"), \
+    a=$(awk '{print $1}' "$OUT/epoch_scratchae_$i.time")
+    b=$(awk '{print $1}' "$OUT/epoch_torch_$i.time")
+    echo "pair $i: scratchae $(cat "$OUT/epoch_scratchae_$i.time"), torch $(cat "$OUT/epoch_torch_$i.time"), \
 ratio $(python -c "print(f'{$b / $a:.2f}')")" | tee -a "$OUT/summary.txt"
   done
   tail -n1 "$OUT/epoch_scratchae_1.txt" "$OUT/epoch_torch_1.txt" | tee -a "$OUT/summary.txt"
@@ -82,7 +84,7 @@ fi
 
 if want full; then
   note "the tutorial's full run: python demos/conv_denoise.py --data-dir DIR (10 epochs, seed 0)"
-  $TIME -f "%e s %M KB" -o "$OUT/full.time" python demos/conv_denoise.py --data-dir "$DATA" \
+  $MEM -o "$OUT/full.time" -- python demos/conv_denoise.py --data-dir "$DATA" \
     --no-progress --out "$OUT/full_out" > "$OUT/full.txt" 2>&1
   echo "$(cat "$OUT/full.time"): $(tail -n1 "$OUT/full.txt")" | tee -a "$OUT/summary.txt"
 fi

@@ -4,6 +4,7 @@ machine and minutes: they are never timed in tests)."""
 import importlib.util
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -63,3 +64,23 @@ def test_gil_tax_prints_its_four_rows(capsys):
     out = capsys.readouterr().out
     for row in ("nothing", "large GEMMs", "a second worker", "small NumPy calls"):
         assert re.search(rf"^  {row}.* ms +\d+\.\d\dx$", out, re.M), row
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps_rollup").exists(), reason="Linux /proc only")
+def test_tree_memory_counts_the_children_and_passes_the_exit_status(tmp_path):
+    """A child that holds 200 MiB while its parent holds little: the tree's peak sees it."""
+    child = ("import subprocess, sys; subprocess.run([sys.executable, '-c', "
+             "'import time; b = bytearray(200 << 20); time.sleep(1.0)'], check=True); sys.exit(3)")
+    out = tmp_path / "run.mem"
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks/tree_memory.py"), "-o", str(out),
+                           "--interval", "0.05", "--", sys.executable, "-c", child])
+    assert done.returncode == 3
+    wall, s, peak, mib = out.read_text().split()
+    assert (s, mib) == ("s", "MiB") and float(wall) >= 1.0
+    assert 200 <= int(peak) < 400
+
+
+def test_tree_memory_needs_a_command():
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks/tree_memory.py")],
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and "no command given" in done.stderr
