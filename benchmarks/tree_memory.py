@@ -74,9 +74,12 @@ def main(argv=None):
     start = time.perf_counter()
     process = subprocess.Popen(command)
     peak = 0
-    while process.poll() is None:
-        peak = max(peak, sum(pss_kib(p) for p in tree(process.pid)))
-        time.sleep(args.interval)
+    try:
+        while process.poll() is None:
+            peak = max(peak, sum(pss_kib(p) for p in tree(process.pid)))
+            time.sleep(args.interval)
+    except KeyboardInterrupt:  # Ctrl-C reached the command too: let it end (and save) first
+        process.wait()
     wall = time.perf_counter() - start
     line = f"{wall:.2f} s {peak / 1024:.0f} MiB\n"
     if args.output:
@@ -84,7 +87,8 @@ def main(argv=None):
             f.write(line)
     else:
         sys.stderr.write(line)
-    return process.returncode
+    # a command killed by signal N exits as a shell reports it: 128 + N
+    return process.returncode if process.returncode >= 0 else 128 - process.returncode
 
 
 if __name__ == "__main__":

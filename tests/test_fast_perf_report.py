@@ -84,3 +84,11 @@ def test_tree_memory_needs_a_command():
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks/tree_memory.py")],
                           capture_output=True, text=True)
     assert done.returncode == 2 and "no command given" in done.stderr
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps_rollup").exists(), reason="Linux /proc only")
+def test_tree_memory_reports_a_killed_command_as_a_shell_does(tmp_path):
+    killed = "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks/tree_memory.py"),
+                           "-o", str(tmp_path / "m"), "--", sys.executable, "-c", killed])
+    assert done.returncode == 128 + 9
