@@ -635,12 +635,11 @@ def error_curves(curves, path, *, title=None, ylabel="validation error (%)"):
         if errors.ndim != 1 or len(errors) == 0:
             raise ValueError(f"curves[{label!r}]: expected a list of error rates, got {values!r}")
         epochs_ = np.arange(1, len(errors) + 1)
-        line, = ax.plot(epochs_, errors, marker=".", label=label)
         best = int(np.nanargmin(errors))
+        # the best value goes in the legend: runs that end alike put their stars together
+        line, = ax.plot(epochs_, errors, marker=".",
+                        label=f"{label}: {errors[best]:.2f}% at epoch {epochs_[best]}")
         ax.plot(epochs_[best], errors[best], marker="*", markersize=14, color=line.get_color())
-        ax.annotate(f"{errors[best]:.2f}%", (epochs_[best], errors[best]),
-                    textcoords="offset points", xytext=(4, -12), fontsize=9,
-                    color=line.get_color())
     ax.set_xlabel("epoch")
     ax.set_ylabel(ylabel)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))

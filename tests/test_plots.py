@@ -191,3 +191,17 @@ def test_side_by_side_bad_input(tmp_path, digits):
                            psnr={"dense": 1.0})
     with pytest.raises(ValueError, match=r"outputs: expected at least one model"):
         plots.side_by_side(digits, {}, digits, tmp_path / "x.png")
+
+
+def test_error_curves_name_each_best_epoch_in_the_legend(tmp_path, monkeypatch):
+    """Runs that end alike put their stars on one spot: the values are in the legend, not
+    written beside the stars, where they would overlap."""
+    seen, save = [], plots._save
+    monkeypatch.setattr(plots, "_save", lambda fig, path: seen.append(fig) or save(fig, path))
+    path = plots.error_curves({"pretrained": [0.03, 0.0125, 0.013],
+                               "no pretraining": [0.05, 0.02, None, 0.0151]}, tmp_path / "v.png")
+    read_png(path)
+    ax, = seen[0].axes
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+        "pretrained: 1.25% at epoch 2", "no pretraining: 1.51% at epoch 4"]
+    assert not ax.texts  # no annotation beside the stars
