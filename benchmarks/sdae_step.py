@@ -14,12 +14,12 @@ docs/sdae.md section 9. Needs PyTorch (``pip install -e ".[bench]"``).
 """
 
 import argparse
-import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
+from sdae_torch import glorot_weights, mask  # the PyTorch twin's init and noise (benchmarks/)
 
 from scratchae import backend
 from scratchae.data import load_mnist
@@ -66,10 +66,7 @@ def ours(x, y, repeats):
 
 
 def theirs(x, y, repeats):
-    rng = np.random.default_rng(0)
-    weights = [torch.from_numpy((rng.uniform(-1, 1, (a, b)) * math.sqrt(6 / (a + b)))
-                                .astype(np.float32)).requires_grad_()
-               for a, b in zip(SIZES, SIZES[1:])]
+    weights = [torch.from_numpy(w).requires_grad_() for w in glorot_weights(0, SIZES)]
     biases = [torch.zeros(s, requires_grad=True) for s in SIZES[1:]]
     optimizer = torch.optim.Adam([p for pair in zip(weights, biases) for p in pair], lr=1e-3)
     x, y = torch.from_numpy(x.reshape(BATCH, -1)), torch.from_numpy(y.astype(np.int64))
@@ -82,8 +79,7 @@ def theirs(x, y, repeats):
         return torch.addmm(biases[-1], h, weights[-1])
 
     def step():
-        u = torch.from_numpy(noise_rng.random((BATCH, 784), dtype=np.float32))
-        noisy = timers("noise", lambda: x * (u >= 0.1))
+        noisy = timers("noise", lambda: mask(torch, x, 0.1, noise_rng))
         loss = timers("fwd+loss", lambda: torch.nn.functional.cross_entropy(logits_of(noisy), y))
         optimizer.zero_grad(set_to_none=True)
         timers("backward", loss.backward)
